@@ -1,0 +1,267 @@
+"""The media clock: one paced sender thread per process.
+
+Why a thread and not a trio task per stream
+--------------------------------------------
+A Discord client sends one Opus frame every 20 ms per stream. Under trio, each
+``trio.sleep_until`` costs about 30 us and rounds up to whole milliseconds, and an
+``await sock.sendto`` costs about 37 us; a task per stream therefore saturates a core
+near 200 to 300 streams, and its lateness is coarse. A plain thread that sleeps with
+``time.sleep`` (which oversleeps by tens of microseconds) and sends with raw
+non-blocking socket calls (about 7 us) holds sub-millisecond lateness at several
+hundred streams per core.
+
+The wheel
+---------
+The 20 ms period is cut into 20 slots of 1 ms. Every stream is pinned to one slot, so
+the frames of all streams are spread over the period the way independent users'
+frames are, instead of bursting together. The thread wakes once a millisecond,
+takes the slot that is due, and sends the next frame of every playback in it. Each
+frame has an intended send time ``t0 + n * 20 ms``; the thread records how late the
+actual send was, so an overloaded generator shows up in its own figures instead of
+silently stretching the cadence. A thread that falls behind keeps going tick by tick
+without sleeping until it has caught up; it never skips frames.
+
+Only the clock thread touches a stream's sequence number, RTP timestamp and nonce
+counter. trio hands it playbacks through a locked list that the thread drains once a
+tick, and learns of a finished playback through a callback the thread invokes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from voicesim._histogram import LatenessHistogram
+from voicesim.protocol._transport import NonceCounter, TransportCipher
+
+__all__ = ["MediaClock", "OutboundStream", "Playback"]
+
+FRAME_NS = 20_000_000
+TICK_NS = 1_000_000
+SLOTS = FRAME_NS // TICK_NS
+SAMPLES_PER_FRAME = 960
+
+_pack_header = struct.Struct(">BBHII").pack
+
+
+@attrs.define(eq=False)
+class OutboundStream:
+    """One SSRC's outgoing frames: the socket, the cipher and the RTP counters.
+
+    ``encrypt_frame`` is applied to each Opus frame before transport encryption (DAVE
+    end-to-end encryption plugs in here); it returns the frame to send.
+    """
+
+    sock: Any
+    cipher: TransportCipher
+    ssrc: int
+    slot: int
+    epoch_ns: int
+    seq: int = 0
+    nonce: NonceCounter = attrs.Factory(NonceCounter)
+    encrypt_frame: Callable[[bytes], bytes] | None = None
+    lateness: LatenessHistogram = attrs.Factory(LatenessHistogram)
+    frames_sent: int = 0
+    send_errors: int = 0
+    closed: bool = False
+
+    def rtp_timestamp_for(self, intended_ns: int) -> int:
+        # The RTP clock follows the intended send time, so the gap between two
+        # utterances shows as a jump in timestamps, as a real microphone's does.
+        return (
+            (intended_ns - self.epoch_ns) // FRAME_NS * SAMPLES_PER_FRAME
+        ) & 0xFFFFFFFF
+
+
+@attrs.define(eq=False)
+class Playback:
+    """A sequence of frames the clock sends on one stream, one every 20 ms.
+
+    ``t0_ns`` is the intended send time of frame 0 on the ``time.perf_counter_ns``
+    clock, fixed when the playback is scheduled. ``on_done`` runs on the clock thread
+    when the last frame has gone or the playback was cancelled.
+    """
+
+    stream: OutboundStream
+    frames: Sequence[bytes]
+    t0_ns: int
+    on_done: Callable[[Playback], None] | None = None
+    index: int = 0
+    cancelled: bool = False
+    finished: bool = False
+    first_sent_ns: int | None = None
+    last_sent_ns: int | None = None
+
+    def intended_ns(self, index: int) -> int:
+        return self.t0_ns + index * FRAME_NS
+
+    def cancel(self) -> None:
+        """Stop after the frame being sent now, if any; safe from any thread."""
+        self.cancelled = True
+
+
+class MediaClock:
+    """The process's paced sender: a 20-slot, 1 ms timer wheel on its own thread.
+
+    ``now`` and ``sleep`` are injectable so the schedule can be tested with a fake
+    clock through :meth:`run_tick` without a thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        now: Callable[[], int] = time.perf_counter_ns,
+        sleep: Callable[[float], None] = time.sleep,
+        lead_ns: int = 2 * TICK_NS,
+    ) -> None:
+        self._now = now
+        self._sleep = sleep
+        self._lead_ns = lead_ns
+        self._epoch_ns = now()
+        self._tick = 0
+        self._wheel: list[list[Playback]] = [[] for _ in range(SLOTS)]
+        self._pending: list[Playback] = []
+        self._lock = threading.Lock()
+        self._next_slot = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.ticks_behind_max = 0
+
+    @property
+    def epoch_ns(self) -> int:
+        return self._epoch_ns
+
+    def open_stream(
+        self,
+        sock: Any,
+        cipher: TransportCipher,
+        ssrc: int,
+        *,
+        encrypt_frame: Callable[[bytes], bytes] | None = None,
+        slot: int | None = None,
+    ) -> OutboundStream:
+        """Register a stream and pin it to the next slot of the wheel."""
+        with self._lock:
+            if slot is None:
+                slot = self._next_slot
+                self._next_slot = (self._next_slot + 1) % SLOTS
+        return OutboundStream(
+            sock=sock,
+            cipher=cipher,
+            ssrc=ssrc,
+            slot=slot % SLOTS,
+            epoch_ns=self._epoch_ns,
+            encrypt_frame=encrypt_frame,
+        )
+
+    def play(
+        self,
+        stream: OutboundStream,
+        frames: Sequence[bytes],
+        *,
+        on_done: Callable[[Playback], None] | None = None,
+    ) -> Playback:
+        """Schedule ``frames`` on ``stream``; thread-safe.
+
+        The first frame's intended time is the stream's next slot at least
+        ``lead_ns`` from now, so scheduling never starts late by construction.
+        """
+        earliest = self._now() + self._lead_ns
+        offset = stream.slot * TICK_NS
+        periods = -(-(earliest - self._epoch_ns - offset) // FRAME_NS)
+        t0 = self._epoch_ns + offset + max(periods, 0) * FRAME_NS
+        playback = Playback(stream=stream, frames=frames, t0_ns=t0, on_done=on_done)
+        with self._lock:
+            self._pending.append(playback)
+        return playback
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("media clock already started")
+        self._thread = threading.Thread(
+            target=self._run, name="voicesim-media-clock", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            target = self._epoch_ns + self._tick * TICK_NS
+            delay = target - self._now()
+            if delay > 0:
+                self._sleep(delay / 1e9)
+            else:
+                behind = -delay // TICK_NS
+                if behind > self.ticks_behind_max:
+                    self.ticks_behind_max = behind
+            self.run_tick()
+
+    def run_tick(self) -> None:
+        """Send everything due in the current slot, then advance one tick."""
+        if self._pending:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for playback in pending:
+                self._wheel[playback.stream.slot].append(playback)
+
+        slot = self._wheel[self._tick % SLOTS]
+        self._tick += 1
+        if not slot:
+            return
+
+        horizon = self._now() + TICK_NS // 2
+        finished: list[Playback] = []
+        for playback in slot:
+            if playback.cancelled or playback.stream.closed:
+                finished.append(playback)
+                continue
+            intended = playback.t0_ns + playback.index * FRAME_NS
+            if intended > horizon:
+                continue
+            self._send(playback, intended)
+            if playback.index >= len(playback.frames):
+                finished.append(playback)
+
+        for playback in finished:
+            slot.remove(playback)
+            playback.finished = True
+            if playback.on_done is not None:
+                playback.on_done(playback)
+
+    def _send(self, playback: Playback, intended: int) -> None:
+        stream = playback.stream
+        frame = playback.frames[playback.index]
+        playback.index += 1
+        if stream.encrypt_frame is not None:
+            frame = stream.encrypt_frame(frame)
+
+        seq = stream.seq
+        stream.seq = (seq + 1) & 0xFFFF
+        header = _pack_header(
+            0x80, 0x78, seq, stream.rtp_timestamp_for(intended), stream.ssrc
+        )
+        packet = stream.cipher.encrypt(header, frame, stream.nonce.next())
+        try:
+            stream.sock.send(packet)
+        except OSError:
+            # A full socket buffer or a vanished peer loses this frame only; the
+            # receiver sees it as loss, and the count says the generator caused it.
+            stream.send_errors += 1
+            return
+
+        sent_ns = self._now()
+        stream.frames_sent += 1
+        stream.lateness.record(sent_ns - intended)
+        if playback.first_sent_ns is None:
+            playback.first_sent_ns = sent_ns
+        playback.last_sent_ns = sent_ns

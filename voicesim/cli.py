@@ -43,7 +43,7 @@ commands:
 
 
 def _swarm(argv: list[str]) -> int:
-    from voicesim.engine._command import swarm_command
+    from voicesim._swarm_command import swarm_command
 
     return swarm_command(argv)
 

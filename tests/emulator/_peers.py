@@ -192,6 +192,8 @@ class VoicePeer:
         self.cipher: TransportCipher | None = None
         self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         self.received: list[ReceivedRtp] = []
+        # The datagrams as they arrived, for tests that look at nonces or headers.
+        self.raw_received: list[bytes] = []
         self.closed: trio_websocket.CloseReason | None = None
         self._changed = trio.Condition()
         self._nonce = NonceCounter(0)
@@ -300,6 +302,7 @@ class VoicePeer:
             data = await self.sock.recv(2048)
             packet = open_rtp(self.cipher, data)
             async with self._changed:
+                self.raw_received.append(data)
                 self.received.append(packet)
                 self._changed.notify_all()
 

@@ -10,14 +10,15 @@ Times on the x axes are seconds since the run's start (``Capture.elapsed_s``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from voicesim._capture_format import FAILED_TURN_OUTCOMES
 from voicesim._stats import active_sessions, finite_values, pooled_lateness
@@ -51,6 +52,35 @@ def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, list
     return figure, list(axes.ravel())
 
 
+def _log_ms_axis(ax: Axes) -> None:
+    """A log x axis labelled 1, 2, 5, 10, ... in plain numbers, not 10^n.
+
+    Latencies span less than a decade in a healthy run, and matplotlib's default
+    log ticks then label only one power of ten, or minor ticks as ``6 x 10^2``.
+    """
+    ax.set_xscale("log")
+    low, high = ax.dataLim.intervalx
+    decades = np.log10(high / low) if low > 0 and high > low else 0.0
+    subs = (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 1.5 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(
+        LogLocator(base=10, subs=subs if decades < 4 else (1.0,))
+    )
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _legend_below(figure: Figure, handles: Sequence[Any]) -> None:
+    """One legend under the plot, so it never hides data points or markers."""
+    if handles:
+        figure.legend(
+            handles=list(handles),
+            loc="outside lower center",
+            ncols=min(5, len(handles)),
+            fontsize=8,
+            frameon=False,
+        )
+
+
 def _no_data(ax: Axes, what: str) -> None:
     ax.text(
         0.5,
@@ -71,7 +101,9 @@ def plot_latency_cdf(
     """Empirical CDF of latencies over all turns, on a log time axis.
 
     Pass one capture, or ``{"baseline": a, "candidate": b}`` to overlay several.
-    Dotted lines mark the median and p95.
+    Dotted lines mark the median and p95; the legend gives each curve's p50 and p95,
+    and a percentile threshold of the run (``response_latency: p(95) < 1500ms``) is
+    drawn as a diamond at its limit, so a reader sees at once which side it falls.
     """
     named = captures if isinstance(captures, Mapping) else {"": captures}
     figure, (ax,) = _figure()
@@ -83,14 +115,13 @@ def plot_latency_cdf(
             if values.size == 0:
                 continue
             fraction = np.arange(1, values.size + 1) / values.size
-            name = _LABELS.get(column, column)
+            p50, p95 = np.quantile(values, [0.5, 0.95])
+            name = f"{_LABELS.get(column, column)} (n={values.size}, p50 {p50:.0f} ms, p95 {p95:.0f} ms)"
             ax.step(
                 values,
                 fraction,
                 where="post",
-                label=f"{label}: {name} (n={values.size})"
-                if label
-                else f"{name} (n={values.size})",
+                label=f"{label}: {name}" if label else name,
             )
             plotted = True
     ax.set_xlabel("latency after speech end (ms, log scale)")
@@ -100,7 +131,7 @@ def plot_latency_cdf(
     if not plotted:
         _no_data(ax, "latencies")
         return figure
-    ax.set_xscale("log")
+    _log_ms_axis(ax)
     for level, text in ((0.5, "median"), (0.95, "p95")):
         ax.axhline(level, color="gray", linestyle=":", linewidth=1)
         ax.text(
@@ -111,9 +142,43 @@ def plot_latency_cdf(
             va="center",
             fontsize=8,
         )
+    handles, labels = ax.get_legend_handles_labels()
+    for handle, label in _threshold_marks(ax, named.values(), columns):
+        handles.append(handle)
+        labels.append(label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(handles, labels, loc="lower right", fontsize=8)
     return figure
+
+
+def _threshold_marks(
+    ax: Axes, captures: Iterable[Capture], columns: Sequence[str]
+) -> list[tuple[Any, str]]:
+    """Draw the runs' percentile thresholds on a CDF; returns (handle, label) pairs.
+
+    The markers carry a private label, so the lines' labels stay the curves' own.
+    """
+    marks: list[tuple[Any, str]] = []
+    metrics = {column.removesuffix("_ms"): column for column in columns}
+    seen: set[str] = set()
+    for capture in captures:
+        for verdict in capture.verdicts:
+            t = verdict.threshold
+            if t.metric not in metrics or t.percentile is None or t.text in seen:
+                continue
+            seen.add(t.text)
+            (mark,) = ax.plot(
+                [t.value],
+                [t.percentile / 100],
+                marker="D",
+                markersize=7,
+                linestyle="none",
+                color="tab:green" if verdict.passed else _FAILED,
+                label="_threshold",
+            )
+            result = "pass" if verdict.passed else "FAIL"
+            marks.append((mark, f"threshold {t.text}: {result}"))
+    return marks
 
 
 def _time_bins(
@@ -121,9 +186,20 @@ def _time_bins(
 ) -> np.ndarray[Any, Any]:
     span = float(elapsed.max() - elapsed.min()) if elapsed.size else 0.0
     if bin_s is None:
-        bin_s = max(1.0, float(np.ceil(span / 30.0)))
+        # About ten turns a bin, so a bin's median and p95 mean something, and
+        # between 5 and 30 bins whatever the run's size.
+        bins = min(30, max(5, elapsed.size // 10))
+        bin_s = _nice_seconds(span / bins)
     start = float(np.floor(elapsed.min() / bin_s) * bin_s) if elapsed.size else 0.0
     return start + bin_s * np.arange(int(span // bin_s) + 2)
+
+
+def _nice_seconds(seconds: float) -> float:
+    """The first of 1, 2, 5, 10, 15, 30, 60, 120, 300, ... seconds at or above."""
+    for nice in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if seconds <= nice:
+            return float(nice)
+    return float(np.ceil(seconds / 3600) * 3600)
 
 
 def plot_latency_over_time(capture: Capture, *, window: int | None = None) -> Figure:
@@ -168,6 +244,7 @@ def plot_latency_over_time(capture: Capture, *, window: int | None = None) -> Fi
         )
     if not handles:
         _no_data(ax, "turns")
+    ax.set_ylim(bottom=0)
 
     times, counts = active_sessions(capture.sessions)
     if times.size:
@@ -182,9 +259,9 @@ def plot_latency_over_time(capture: Capture, *, window: int | None = None) -> Fi
         )
         twin.set_ylabel("active sessions")
         twin.set_ylim(0, max(1, int(counts.max())) * 1.1)
+        twin.yaxis.set_major_locator(MaxNLocator(integer=True))
         handles.append(step)
-    if handles:
-        ax.legend(handles=handles, loc="upper left", fontsize=8)
+    _legend_below(figure, handles)
     ax.grid(True, alpha=0.3)
     return figure
 
@@ -210,18 +287,25 @@ def plot_jitter_loss(capture: Capture, *, bin_s: float | None = None) -> Figure:
 
     jitter = turns["jitter_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
     has_jitter = np.isfinite(jitter)
+    handles: list[Any] = []
     if has_jitter.any():
-        top.scatter(t[has_jitter], jitter[has_jitter], s=8, alpha=0.5, label="turn")
-        medians = pd.Series(jitter[has_jitter]).groupby(which[has_jitter]).median()
-        top.plot(
-            centres[medians.index],
-            medians.to_numpy(),
-            color="black",
-            marker="o",
-            markersize=3,
-            label=f"median per {width:g} s",
+        handles.append(
+            top.scatter(t[has_jitter], jitter[has_jitter], s=8, alpha=0.4, label="turn")
         )
-        top.legend(loc="upper left", fontsize=8)
+        grouped = pd.Series(jitter[has_jitter]).groupby(which[has_jitter])
+        for stat, q, style in (("median", 0.5, "-"), ("p95", 0.95, "--")):
+            values = grouped.quantile(q)
+            (line,) = top.plot(
+                centres[values.index],
+                values.to_numpy(),
+                color="black",
+                linestyle=style,
+                marker="o",
+                markersize=3,
+                label=f"{stat} per {width:g} s",
+            )
+            handles.append(line)
+        top.set_ylim(bottom=0)
     else:
         _no_data(top, "jitter measurements")
 
@@ -239,16 +323,29 @@ def plot_jitter_loss(capture: Capture, *, bin_s: float | None = None) -> Figure:
     with np.errstate(invalid="ignore", divide="ignore"):
         loss = np.where(expected > 0, 100.0 * lost / expected, np.nan)
     if np.isfinite(loss).any():
-        bottom.bar(
-            centres,
-            np.nan_to_num(loss),
-            width=width * 0.9,
-            color="tab:orange",
-            label=f"lost / expected per {width:g} s",
+        handles.append(
+            bottom.bar(
+                centres,
+                np.nan_to_num(loss),
+                width=width * 0.9,
+                color="tab:orange",
+                label=f"lost / expected per {width:g} s",
+            )
         )
-        bottom.legend(loc="upper left", fontsize=8)
+        # The whole run's loss pools packets, not bins: a quiet bin weighs little.
+        overall = 100.0 * lost.sum() / expected.sum()
+        handles.append(
+            bottom.axhline(
+                overall,
+                color="tab:red",
+                linestyle="--",
+                linewidth=1,
+                label=f"whole run {overall:.2f} %",
+            )
+        )
     else:
         _no_data(bottom, "packet counts")
+    _legend_below(figure, handles)
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
     return figure
@@ -276,21 +373,29 @@ def plot_send_lateness(capture: Capture) -> Figure:
     cumulative = np.cumsum(pooled.counts)
     at_least = 1.0 - cumulative[1 : len(edges)] / pooled.count
     shown = at_least > 0
+    handles: list[Any] = []
     if shown.any():
-        left.step(edges[1:][shown], at_least[shown], where="post")
-        left.set_xscale("log")
+        (curve,) = left.step(
+            edges[1:][shown],
+            at_least[shown],
+            where="post",
+            label="all frames (pooled over sessions)",
+        )
+        handles.append(curve)
+        _log_ms_axis(left)
         left.set_yscale("log")
     for q, colour in ((0.5, "tab:green"), (0.99, "tab:red")):
         value = pooled.quantile(q)
         if value is not None and value > 0:
-            left.axvline(
-                value,
-                color=colour,
-                linestyle="--",
-                linewidth=1,
-                label=f"p{round(q * 100)} {value:.2f} ms",
+            handles.append(
+                left.axvline(
+                    value,
+                    color=colour,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"pooled p{round(q * 100)} {value:.2f} ms",
+                )
             )
-    left.legend(fontsize=8)
     left.grid(True, which="both", alpha=0.3)
 
     sessions = capture.sessions[capture.sessions["send_lateness_p99_ms"].notna()]
@@ -298,22 +403,25 @@ def plot_send_lateness(capture: Capture) -> Figure:
     p99 = sessions["send_lateness_p99_ms"].to_numpy(dtype=np.float64)
     keep = np.isfinite(joined)
     if keep.any():
-        right.scatter(
-            capture.elapsed_s(joined[keep]), p99[keep], s=10, alpha=0.6, label="session"
+        handles.append(
+            right.scatter(
+                capture.elapsed_s(joined[keep]),
+                p99[keep],
+                s=10,
+                alpha=0.6,
+                label="one session's own p99",
+            )
         )
         pooled_p99 = pooled.quantile(0.99)
         if pooled_p99 is not None:
-            right.axhline(
-                pooled_p99,
-                color="tab:red",
-                linestyle="--",
-                linewidth=1,
-                label=f"pooled p99 {pooled_p99:.2f} ms",
-            )
-        right.legend(fontsize=8)
+            # Same colour and style as the left panel's p99: one legend entry.
+            right.axhline(pooled_p99, color="tab:red", linestyle="--", linewidth=1)
+        # From zero: a spread of 1.5 to 1.8 ms must not look like a factor of ten.
+        right.set_ylim(bottom=0)
     else:
         _no_data(right, "per-session lateness")
     right.grid(True, alpha=0.3)
+    _legend_below(figure, handles)
     return figure
 
 
@@ -323,8 +431,10 @@ def plot_session_heatmap(capture: Capture, *, max_sessions: int = 200) -> Figure
     Grey cells have no latency; red crosses mark turns that timed out or failed. With
     more than ``max_sessions`` sessions, evenly spaced ones are shown.
     """
-    figure, (ax,) = _figure(figsize=(9.0, 5.5))
     turns = capture.turns
+    # A strip for a handful of sessions, full height from about thirty on.
+    rows = min(max_sessions, turns["session"].nunique())
+    figure, (ax,) = _figure(figsize=(9.0, min(5.5, max(2.8, 2.2 + 0.12 * rows))))
     ax.set_xlabel("turn")
     ax.set_ylabel("session")
     if len(turns) == 0:
@@ -353,10 +463,40 @@ def plot_session_heatmap(capture: Capture, *, max_sessions: int = 200) -> Figure
 
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
     matrix = np.ma.masked_invalid(latency.to_numpy(dtype=np.float64, na_value=np.nan))
-    image = ax.imshow(
-        matrix, aspect="auto", interpolation="nearest", cmap=cmap, origin="lower"
+    # Colours span the 2nd to 98th percentile of all turns, so one extreme turn
+    # does not wash every other cell into one colour; the bar's arrows say so.
+    values = matrix.compressed()
+    robust = values.size >= 50
+    vmin, vmax = (
+        (
+            float(np.percentile(values, 2 if robust else 0)),
+            float(np.percentile(values, 98 if robust else 100)),
+        )
+        if values.size
+        else (None, None)
     )
-    figure.colorbar(image, ax=ax, label="response latency (ms)")
+    image = ax.imshow(
+        matrix,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        origin="lower",
+        vmin=vmin,
+        vmax=vmax if vmax is None or vmin is None or vmax > vmin else None,
+    )
+    figure.colorbar(
+        image,
+        ax=ax,
+        label="response latency (ms)",
+        extend="both" if robust else "neither",
+    )
+    handles: list[Any] = []
+    if matrix.mask.any() if np.ndim(matrix.mask) else False:
+        handles.append(
+            Patch(
+                color="lightgray", label="no latency (unanswered or turn not reached)"
+            )
+        )
 
     row_of = {session: i for i, session in enumerate(latency.index)}
     failed = turns[
@@ -364,15 +504,17 @@ def plot_session_heatmap(capture: Capture, *, max_sessions: int = 200) -> Figure
         & turns["session"].isin(row_of)
     ]
     if len(failed):
-        ax.scatter(
-            failed["turn"].to_numpy(),
-            [row_of[s] for s in failed["session"]],
-            marker="x",
-            color=_FAILED,
-            s=20,
-            label="timeout or error",
+        handles.append(
+            ax.scatter(
+                failed["turn"].to_numpy(),
+                [row_of[s] for s in failed["session"]],
+                marker="x",
+                color=_FAILED,
+                s=20,
+                label=f"timeout or error ({len(failed)})",
+            )
         )
-        ax.legend(loc="upper right", fontsize=8)
+    _legend_below(figure, handles)
     step = max(1, -(-len(latency.index) // 10))
     ticks = list(range(0, len(latency.index), step))
     ax.set_yticks(ticks, [str(latency.index[i]) for i in ticks])

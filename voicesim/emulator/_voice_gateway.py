@@ -161,7 +161,10 @@ class _VoiceConnection:
             try:
                 frame = await self.link.ws.get_message()
             except ConnectionClosed as exc:
-                self.close_code = None if exc.reason is None else exc.reason.code
+                # trio-websocket reports 1000 for a close this side started, which
+                # must not read as the client ending its session on purpose.
+                if exc.reason is not None and not self.link.closing:
+                    self.close_code = exc.reason.code
                 return
             if self.link.closing:
                 continue

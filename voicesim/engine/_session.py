@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 import trio
 
-from voicesim._exceptions import VoiceSimError
+from voicesim._exceptions import VoiceSimError, VoiceTimeout
 from voicesim.engine._measure import ResponseTracker, StreamStats, word_errors
 from voicesim.media import AUDIBLE_DBFS, Fixture, OpusDecoder, level_dbfs
 from voicesim.protocol import SILENCE_FRAME
@@ -144,11 +144,23 @@ class VoiceSession:
                     "bytes": frame.size,
                 }
             )
+        # Every packet of the agent's stream counts for loss and jitter, between
+        # turns too, so a packet lost across a turn boundary is still noticed. The
+        # first packet after silence starts a talk spurt: its timestamp gap is the
+        # pause, not network jitter.
+        silent = frame.payload == SILENCE_FRAME
+        self._stats.add(
+            frame.seq,
+            frame.rtp_timestamp,
+            frame.arrival_ns,
+            new_spurt=self._after_silence,
+        )
+        self._after_silence = silent
         turn = self._turn
         if turn is None:
             return
-        
-        if frame.payload == SILENCE_FRAME:
+
+        if silent:
             audible = False
         else:
             try:
@@ -191,10 +203,17 @@ class VoiceSession:
         try:
             await self._run(record)
             record["outcome"] = "completed"
-        except VoiceSimError as exc:
-            record["outcome"] = "failed" if record["joined_ns"] is None else "lost"
-            record["reason"] = type(exc).__name__ + ": " + str(exc)
-            log.info("session %s ended: %s", plan.index, record["reason"])
+        except Exception as exc:
+            # One session's failure is a measurement, not the swarm's end: it is
+            # recorded with its reason and the other sessions go on.
+            error = _leaf_error(exc)
+            record["reason"] = type(error).__name__ + ": " + str(error)
+            if isinstance(error, VoiceSimError | trio.TooSlowError | OSError):
+                record["outcome"] = "failed" if record["joined_ns"] is None else "lost"
+                log.info("session %s ended: %s", plan.index, record["reason"])
+            else:
+                record["outcome"] = "error"
+                log.error("session %s hit a bug", plan.index, exc_info=exc)
         finally:
             record["left_ns"] = time.perf_counter_ns()
             connection = self.connection
@@ -216,8 +235,7 @@ class VoiceSession:
 
     async def _run(self, record: dict[str, Any]) -> None:
         plan = self.plan
-        with trio.fail_after(plan.join_timeout):
-            bot = await self._control.login(plan.token)
+        bot = await self._control.login(plan.token, timeout=plan.join_timeout)
         self.user_id = bot.user_id
         record["user_id"] = bot.user_id
         credentials, updates = await self._control.join(
@@ -241,8 +259,12 @@ class VoiceSession:
         )
         self.connection = connection
         async with trio.open_nursery() as nursery:
-            with trio.fail_after(plan.join_timeout):
+            with trio.move_on_after(plan.join_timeout) as join_scope:
                 await nursery.start(connection.run)
+            if join_scope.cancelled_caught:
+                raise VoiceTimeout(
+                    f"the voice connection was not ready within {plan.join_timeout:g} s"
+                )
             record["joined_ns"] = time.perf_counter_ns()
             nursery.start_soon(self._read_messages, bot)
             nursery.start_soon(self._follow_server_updates, updates, connection)
@@ -347,7 +369,9 @@ class VoiceSession:
         errors: int | None = None
         words: int | None = None
         if transcript is not None:
-            errors, words = word_errors(turn.fixture.transcript, _strip_mentions(transcript.content))
+            errors, words = word_errors(
+                turn.fixture.transcript, _strip_mentions(transcript.content)
+            )
 
         def ms(later: int | None, earlier: int) -> float | None:
             return None if later is None else (later - earlier) / 1e6
@@ -362,7 +386,9 @@ class VoiceSession:
             "response_start_ns": start,
             "response_end_ns": tracker.response_end_ns,
             "response_latency_ms": ms(start, turn.speech_end_ns),
-            "transcript_text": None if transcript is None else _strip_mentions(transcript.content),
+            "transcript_text": None
+            if transcript is None
+            else _strip_mentions(transcript.content),
             "transcript_ns": None if transcript is None else transcript.arrival_ns,
             "transcript_latency_ms": None
             if transcript is None
@@ -381,6 +407,13 @@ class VoiceSession:
             else None,
             "outcome": outcome,
         }
+
+
+def _leaf_error(exc: BaseException) -> BaseException:
+    """The first exception inside nested exception groups: the one that says why."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _strip_mentions(content: str) -> str:

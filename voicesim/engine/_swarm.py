@@ -14,7 +14,6 @@ the others go on.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import trio
 
 from voicesim import _stats
-from voicesim._exceptions import ConfigError, VoiceSimError
+from voicesim._exceptions import ConfigError
 from voicesim._histogram import LatenessHistogram
 from voicesim._thresholds import Verdict, evaluate, parse_threshold
 from voicesim.engine._capture import CaptureWriter
@@ -75,9 +74,7 @@ class _Recorder(SessionRecorder):
         histogram = record.pop("lateness_histogram", None)
         if isinstance(histogram, LatenessHistogram):
             self.lateness.merge(histogram)
-            record["send_lateness_hist"] = histogram.to_list()
-            p99 = histogram.percentile_ns(99)
-            record["send_lateness_p99_ms"] = None if math.isnan(p99) else p99 / 1e6
+            record.update(histogram.session_columns())
         self.capture.add_session(record)
         self.progress.session_ended(record)
         if self.exporter is not None:
@@ -107,8 +104,12 @@ class Swarm:
     ) -> None:
         self.config = config
         self._target = target
-        self._show_progress = (not config.quiet) if show_progress is None else show_progress
+        self._show_progress = (
+            (not config.quiet) if show_progress is None else show_progress
+        )
         self._thresholds = [parse_threshold(text) for text in config.thresholds]
+        #: The capture directory, once the run has made it (also when interrupted).
+        self.capture_path: Path | None = None
 
     async def run(self) -> SwarmResult:
         config = self.config
@@ -119,7 +120,9 @@ class Swarm:
         async with resolve_target(config, self._target) as target:
             return await self._run(target, fixtures.utterances)
 
-    async def _run(self, target: TargetSpec, utterances: tuple[Any, ...]) -> SwarmResult:
+    async def _run(
+        self, target: TargetSpec, utterances: tuple[Any, ...]
+    ) -> SwarmResult:
         config = self.config
         sessions = min(config.sessions, len(target.placements), len(target.tokens))
         if sessions < config.sessions:
@@ -130,6 +133,7 @@ class Swarm:
             )
 
         capture = CaptureWriter.create(config.capture, config=config.public_dict())
+        self.capture_path = capture.path
         progress = ProgressState(sessions=sessions)
         exporter = None
         if config.metrics_port is not None:
@@ -155,7 +159,10 @@ class Swarm:
                 guild_ready_timeout=0.2 if target.local else 2.0,
             )
             ssl_context = None if target.plain_voice else voice_target.ssl_context()
-            async with ControlPlane(voice_target) as control, trio.open_nursery() as nursery:
+            async with (
+                ControlPlane(voice_target) as control,
+                trio.open_nursery() as nursery,
+            ):
                 start = trio.current_time()
                 end = start + config.duration
                 display = ProgressDisplay(progress, enabled=self._show_progress)
@@ -163,7 +170,9 @@ class Swarm:
                 nursery.start_soon(_flush_periodically, capture)
                 async with trio.open_nursery() as session_nursery:
                     for index in range(sessions):
-                        guild_id, channel_id = target.placements[index // config.per_channel]
+                        guild_id, channel_id = target.placements[
+                            index // config.per_channel
+                        ]
                         plan = SessionPlan(
                             index=index,
                             token=target.tokens[index],

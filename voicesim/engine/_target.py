@@ -56,7 +56,9 @@ def read_emulator_state(path: Path, *, key: str = "emulator_state") -> TargetSpe
     except OSError as exc:
         raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
     except json.JSONDecodeError:
-        raise ConfigError(key, f"{path} is not an emulator state file (bad JSON)") from None
+        raise ConfigError(
+            key, f"{path} is not an emulator state file (bad JSON)"
+        ) from None
     try:
         agent_id = state.get("agent_user_id")
         agent = int(agent_id) if agent_id is not None else None
@@ -80,20 +82,26 @@ def read_emulator_state(path: Path, *, key: str = "emulator_state") -> TargetSpe
             local=True,
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ConfigError(key, f"{path} lacks a field an emulator state has: {exc}") from None
+        raise ConfigError(
+            key, f"{path} lacks a field an emulator state has: {exc}"
+        ) from None
 
 
 def _target_from_config(config: SwarmConfig) -> TargetSpec:
     tokens = config.tokens()
     if not tokens:
-        raise ConfigError("tokens_file", "wanted one bot token a line for a real target")
+        raise ConfigError(
+            "tokens_file", "wanted one bot token a line for a real target"
+        )
     if not config.channels:
         raise ConfigError("channel", "wanted at least one voice channel id")
     guilds = list(config.guilds)
     if len(guilds) == 1 and len(config.channels) > 1:
         guilds = guilds * len(config.channels)
     if len(guilds) != len(config.channels):
-        raise ConfigError("guild", "wanted one guild id per channel id (or a single guild)")
+        raise ConfigError(
+            "guild", "wanted one guild id per channel id (or a single guild)"
+        )
     return TargetSpec(
         api_base=config.api_base,
         gateway_url=config.gateway_url,

@@ -11,6 +11,13 @@ What happens when the gateway goes away follows the close code
 session (op 7) and keeps the UDP socket; 4006 and 4009 need fresh credentials, so the
 connection asks its ``rejoin`` callback for them and starts over; 4014, 4021, 4022 and
 the authentication failures end it with :class:`VoiceConnectionClosed`.
+
+DAVE (end-to-end encryption) is on when ``max_dave_protocol_version`` is above 0 and
+the Session Description picks a version above 0. The MLS side lives in
+:mod:`voicesim.voice._dave`; here it only adds an encrypt step to the outbound stream
+(on the clock thread) and a decrypt step after transport decryption. Both are hooked
+in per session, so a connection without DAVE runs the exact same per-packet code as
+before: no DAVE check is made on any packet.
 """
 
 from __future__ import annotations
@@ -58,6 +65,12 @@ from voicesim.protocol import (
 )
 from voicesim.voice._clock import MediaClock, OutboundStream, Playback
 from voicesim.voice._control import VoiceCredentials
+from voicesim.voice._dave import (
+    DAVE_PROTOCOL_VERSION,
+    DAVE_SERVER_MESSAGES,
+    DaveClient,
+    DaveToServer,
+)
 
 __all__ = ["ConnectionStats", "ReceivedFrame", "Speech", "VoiceConnection"]
 
@@ -83,12 +96,23 @@ class ReceivedFrame:
 
 @attrs.define
 class ConnectionStats:
-    """Counters of what the connection received and what went wrong."""
+    """Counters of what the connection received and what went wrong.
+
+    ``dave_decrypt_failures`` counts received frames whose DAVE layer could not be
+    opened (they are not passed on); ``dave_failures_by_ssrc`` splits it by stream.
+    ``dave_longest_gap_ns`` is the longest time any stream went without decodable
+    audio because of DAVE failures (a key change, a member joining or leaving);
+    ``dave_recoveries`` counts op 31 resets, after failed commits or too many
+    consecutive decrypt failures.
+    """
 
     packets_received: int = 0
     malformed_packets: int = 0
     decrypt_failures: int = 0
     dave_decrypt_failures: int = 0
+    dave_failures_by_ssrc: dict[int, int] = attrs.Factory(dict)
+    dave_longest_gap_ns: int = 0
+    dave_recoveries: int = 0
     resumes: int = 0
     reconnects: int = 0
 
@@ -129,6 +153,9 @@ class VoiceConnection:
     ``on_frame`` is called for every decrypted frame, in the receive loop, with the
     arrival time already taken; it must be quick. ``rejoin`` returns fresh credentials
     after a 4006 or 4009 (a new voice state and server update from the main gateway).
+    ``max_dave_protocol_version`` is what Identify offers (capped at davey's
+    version); ``on_dave_payload``, if given, sees every received payload with its SSRC
+    as the relay delivered it, before DAVE decryption, for captures and tests.
     """
 
     def __init__(
@@ -140,14 +167,19 @@ class VoiceConnection:
         ssl_context: ssl.SSLContext | None,
         rejoin: Callable[[], Awaitable[VoiceCredentials]] | None = None,
         max_dave_protocol_version: int = 0,
+        on_dave_payload: Callable[[int, bytes], None] | None = None,
         handshake_timeout: float = 20.0,
     ) -> None:
         self.credentials = credentials
         self._clock = clock
+        # What the receive path calls per frame: the caller's callback, or the DAVE
+        # decrypt step in front of it while a DAVE session is on.
         self._on_frame = on_frame
+        self._frame_sink = on_frame
+        self._on_dave_payload = on_dave_payload
         self._ssl_context = ssl_context
         self._rejoin = rejoin
-        self._max_dave = max_dave_protocol_version
+        self._max_dave = min(max(max_dave_protocol_version, 0), DAVE_PROTOCOL_VERSION)
         self._handshake_timeout = handshake_timeout
 
         self.stats = ConnectionStats()
@@ -166,6 +198,9 @@ class VoiceConnection:
         self._ready = trio.Event()
         self._closing = False
         self._udp_scope: trio.CancelScope | None = None
+        self._dave: DaveClient | None = None
+        self._nursery: trio.Nursery | None = None
+        self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 
     # -- public -------------------------------------------------------------------
 
@@ -205,11 +240,21 @@ class VoiceConnection:
     def outbound(self) -> OutboundStream | None:
         return self._stream
 
+    @property
+    def dave(self) -> DaveClient | None:
+        """The DAVE state of the current session, or None without DAVE."""
+        return self._dave
+
     async def close(self) -> None:
         """Close the WebSocket normally; :meth:`run` then returns."""
         self._closing = True
         if self._ws is not None:
-            await self._ws.aclose(1000, "leaving")
+            # The server's answering close frame reaches run()'s reader, which then
+            # ends run() and with it the WebSocket's own reader task; an aclose still
+            # waiting for the handshake would then wait forever, so the wait is
+            # bounded. The close frame itself has gone out by then.
+            with trio.move_on_after(1.0):
+                await self._ws.aclose(1000, "leaving")
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -219,7 +264,9 @@ class VoiceConnection:
         ``task_status.started()`` is called once the first Session Description has
         arrived, when audio can flow both ways.
         """
-        started = False
+        # The reader calls this when the first Session Description arrives; the
+        # connection then keeps serving in this same task.
+        self._task_status = task_status
         resume = False
         try:
             async with trio.open_nursery() as nursery:
@@ -229,10 +276,6 @@ class VoiceConnection:
                         code, reason = 1000, ""
                     except _Reconnect as exc:
                         code, reason = exc.code, exc.reason
-                    finally:
-                        if self._ready.is_set() and not started:
-                            started = True
-                            task_status.started()
 
                     if self._closing:
                         break
@@ -299,9 +342,17 @@ class VoiceConnection:
         *,
         resume: bool,
     ) -> None:
+        # A close seen by the reader must leave this method as itself, not wrapped in
+        # the heartbeat nursery's exception group, so the caller can read its code.
+        closed: trio_websocket.ConnectionClosed | None = None
         async with trio.open_nursery() as beats:
             while True:
-                data = await ws.get_message()
+                try:
+                    data = await ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    closed = exc
+                    beats.cancel_scope.cancel()
+                    break
                 try:
                     message, seq = decode_voice_message(data, from_server=True)
                 except RemoteProtocolError as exc:
@@ -336,8 +387,17 @@ class VoiceConnection:
                     await self._on_ready(message, nursery)
                 elif isinstance(message, SessionDescription):
                     self._on_session_description(message)
+                    if self._dave is not None:
+                        await self._send_dave(self._dave.start())
                     await self._send(Speaking(speaking=0, ssrc=self.ssrc, delay=0))
-                    self._ready.set()
+                    if not self._ready.is_set():
+                        self._ready.set()
+                        self._task_status.started()
+                elif isinstance(message, DAVE_SERVER_MESSAGES):
+                    # Without a DAVE session (version 0) these mean nothing, as in
+                    # discord.py, and are ignored.
+                    if self._dave is not None:
+                        await self._send_dave(self._dave.handle(message))
                 elif isinstance(message, Resumed):
                     log.debug("voice session resumed for %s", self.credentials.user_id)
                 elif isinstance(message, HeartbeatAck):
@@ -352,6 +412,8 @@ class VoiceConnection:
                     self.connected_users.discard(user)
                     for ssrc in [s for s, u in self.users_by_ssrc.items() if u == user]:
                         del self.users_by_ssrc[ssrc]
+        if closed is not None:
+            raise closed
 
     async def _heartbeat(
         self, ws: trio_websocket.WebSocketConnection, interval_ms: float
@@ -388,6 +450,7 @@ class VoiceConnection:
         self.mode = choose_mode(ready.modes)
         await self._send(SelectProtocol(address=address, port=port, mode=self.mode))
         self._udp_scope = trio.CancelScope()
+        self._nursery = nursery
         nursery.start_soon(self._receive_loop, sock, self._udp_scope)
 
     async def _discover(self, sock: socket.socket) -> tuple[str, int]:
@@ -415,7 +478,21 @@ class VoiceConnection:
         self.dave_protocol_version = description.dave_protocol_version
         if self._stream is not None:
             self._stream.closed = True
-        self._stream = self._clock.open_stream(self._sock, self._cipher, self.ssrc)
+        self._stop_dave()
+        if self._max_dave > 0 and description.dave_protocol_version > 0:
+            self._dave = DaveClient(
+                min(description.dave_protocol_version, self._max_dave),
+                self.credentials.user_id,
+                self.credentials.channel_id,
+                known_users=self.connected_users,
+            )
+            self._on_frame = self._on_dave_frame
+        self._stream = self._clock.open_stream(
+            self._sock,
+            self._cipher,
+            self.ssrc,
+            encrypt_frame=None if self._dave is None else self._dave.encrypt_frame,
+        )
 
     def _reset_session(self) -> None:
         if self._udp_scope is not None:
@@ -428,7 +505,45 @@ class VoiceConnection:
             self._sock.close()
             self._sock = None
         self._cipher = None
+        self._stop_dave()
         self.users_by_ssrc.clear()
+
+    # -- DAVE ---------------------------------------------------------------------
+
+    def _stop_dave(self) -> None:
+        self._dave = None
+        self._on_frame = self._frame_sink
+
+    async def _send_dave(self, messages: list[DaveToServer]) -> None:
+        for message in messages:
+            await self._send(message)
+
+    def _on_dave_frame(self, frame: ReceivedFrame) -> None:
+        dave = self._dave
+        if dave is None:
+            self._frame_sink(frame)
+            return
+        if self._on_dave_payload is not None:
+            self._on_dave_payload(frame.ssrc, frame.payload)
+        opened = dave.decrypt_frame(
+            frame.ssrc, frame.user_id, frame.payload, frame.arrival_ns
+        )
+        stats = self.stats
+        if opened is None:
+            stats.dave_decrypt_failures += 1
+            by_ssrc = stats.dave_failures_by_ssrc
+            by_ssrc[frame.ssrc] = by_ssrc.get(frame.ssrc, 0) + 1
+            recovery = dave.take_recovery()
+            if recovery and self._nursery is not None:
+                stats.dave_recoveries += 1
+                self._nursery.start_soon(self._send_dave, recovery)
+            return
+        gap = dave.streams[frame.ssrc].longest_gap_ns
+        if gap > stats.dave_longest_gap_ns:
+            stats.dave_longest_gap_ns = gap
+        if opened is not frame.payload:
+            frame = attrs.evolve(frame, payload=opened)
+        self._frame_sink(frame)
 
     async def _receive_loop(self, sock: socket.socket, scope: trio.CancelScope) -> None:
         with scope:

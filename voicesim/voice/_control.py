@@ -372,6 +372,21 @@ class _SyntheticClient(discord.Client):
     async def on_socket_raw_receive(self, msg: str) -> None:
         return None
 
+    async def setup_hook(self) -> None:
+        # discord.py hands other users' VOICE_STATE_UPDATEs to listeners only when
+        # it can build a Member, which the disabled member cache rarely allows; an
+        # agent must see every join and leave, so the raw dict is forwarded after
+        # discord.py has applied it to its own voice-state cache.
+        parsers = self._connection.parsers
+        parse = parsers["VOICE_STATE_UPDATE"]
+
+        def parse_and_forward(data: Any) -> None:
+            parse(data)
+            if self.user is None or int(data.get("user_id", 0)) != self.user.id:
+                self.voicesim_forward_state(data)
+
+        parsers["VOICE_STATE_UPDATE"] = parse_and_forward
+
 
 class _VoiceBridge(discord.VoiceProtocol):
     """A VoiceProtocol that only collects the voice server's credentials."""

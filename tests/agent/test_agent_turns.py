@@ -59,19 +59,58 @@ async def test_calibration_reply_starts_the_fixed_delay_after_speech_end(
     timeline = tmp_path / "timeline.jsonl"
     config = AgentConfig(calibration_delay="900ms", timeline_path=timeline)
     async with running_agent(config) as world, speaker(world, "user-1") as user:
-        for _ in range(2):
+        for turn in range(2):
             speech = await user.say(fixture.frames)
             end_ns = speech.intended_ns(fixture.last_voiced_frame)
             await user.audible_after(end_ns)
-        records = await _records(timeline, 2)
+            # The next utterance waits for the whole answer, as a polite user does.
+            records = await _records(timeline, turn + 1)
 
     for record in records:
         assert record.outcome == "answered"
         assert record.transcript is None
         assert record.speech_end_ns is not None and record.detected_ns is not None
-        assert record.reply_at_ns is not None and record.reply_first_frame_ns is not None
+        assert (
+            record.reply_at_ns is not None and record.reply_first_frame_ns is not None
+        )
         assert record.reply_at_ns - record.speech_end_ns == 900_000_000
         assert record.speech_end_ns < record.detected_ns < record.reply_at_ns
         # The media clock starts the reply on the first millisecond at or after
         # its time.
         assert record.reply_at_ns <= record.reply_first_frame_ns
+
+
+async def test_two_speakers_in_two_guilds_get_every_turn_transcribed(
+    tmp_path: Path,
+) -> None:
+    """Two guilds speaking at once: every turn has a transcript; pooled WER <= 20 %."""
+    fixtures = load_fixtures()
+    scripts = {
+        "user-1": [fixtures.get("play-music"), fixtures.get("cook-rice")],
+        "user-2": [fixtures.get("call-mother"), fixtures.get("timer-twenty")],
+    }
+    timeline = tmp_path / "timeline.jsonl"
+    config = AgentConfig(stt_workers=2, think="50ms", timeline_path=timeline)
+    heard: dict[str, list[str]] = {name: [] for name in scripts}
+
+    async with running_agent(config, sessions=2) as world:
+
+        async def converse(name: str, guild: int) -> None:
+            async with speaker(world, name, guild) as user:
+                for fixture in scripts[name]:
+                    await user.say(fixture.frames)
+                    message = await user.next_message()
+                    heard[name].append(message.content)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(converse, "user-1", 0)
+            nursery.start_soon(converse, "user-2", 1)
+
+    errors = words = 0
+    for name, script in scripts.items():
+        assert len(heard[name]) == len(script)
+        for fixture, content in zip(script, heard[name], strict=True):
+            e, w = word_errors(fixture.transcript, content)
+            errors += e
+            words += w
+    assert errors / words <= 0.20, heard

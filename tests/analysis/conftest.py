@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from synthetic_capture import write_synthetic_capture
+
+from tests.analysis._synthetic_capture import write_synthetic_capture
 
 
 @pytest.fixture(scope="session")

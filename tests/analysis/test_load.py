@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_capture import write_synthetic_capture
 
+from tests.analysis._synthetic_capture import write_synthetic_capture
 from voicesim._exceptions import ConfigError
 from voicesim.analysis import Capture, load
 

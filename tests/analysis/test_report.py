@@ -62,7 +62,7 @@ def test_report_shows_summary_verdicts_and_config_without_secrets(
 
 def test_report_of_incomplete_capture_warns(tmp_path: Path) -> None:
     """A capture cut short says so at the top of its report."""
-    from synthetic_capture import write_synthetic_capture
+    from tests.analysis._synthetic_capture import write_synthetic_capture
 
     write_synthetic_capture(tmp_path / "c", sessions=2, turns=2, close=False).flush()
     text = write_report(load(tmp_path / "c"), tmp_path / "r.html").read_text()

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from tests.emulator._peers import GatewayPeer, VoiceGrant, VoicePeer
 from voicesim.emulator import EmulatorInfo
-
-from _peers import GatewayPeer, VoiceGrant, VoicePeer
 
 
 @asynccontextmanager

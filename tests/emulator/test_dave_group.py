@@ -4,8 +4,8 @@ import random
 
 import davey
 import pytest
-from _dave_harness import CHANNEL_ID, Harness
 
+from tests.emulator._dave_harness import CHANNEL_ID, Harness
 from voicesim._exceptions import LocalProtocolError
 from voicesim.emulator._dave_group import (
     CloseMember,

@@ -10,6 +10,8 @@ from typing import Any
 import trio
 import trio.testing
 
+from tests.emulator._http_client import http
+from tests.emulator._peers import DEFAULT_INTENTS, GatewayPeer
 from voicesim.emulator import Emulator, EmulatorConfig, EmulatorInfo, World
 from voicesim.protocol._gateway import (
     GatewayIdentify,
@@ -17,9 +19,6 @@ from voicesim.protocol._gateway import (
     GatewayResume,
     UpdateVoiceState,
 )
-
-from _http_client import http
-from _peers import DEFAULT_INTENTS, GatewayPeer
 
 GUILDS = 1
 VOICE_STATES = 1 << 7
@@ -120,7 +119,9 @@ async def test_ready_and_guild_create_describe_the_bots_world(
     assert [r["name"] for r in created["roles"]] == ["@everyone"]
     channels = {c["id"]: c for c in created["channels"]}
     assert channels[str(voice.id)]["type"] == 2
-    assert {"name", "position", "bitrate", "user_limit"} <= channels[str(voice.id)].keys()
+    assert {"name", "position", "bitrate", "user_limit"} <= channels[
+        str(voice.id)
+    ].keys()
     assert channels[str(guild.text_channels[0].id)]["type"] == 0
     states = created["voice_states"]
     assert [(s["user_id"], s["channel_id"]) for s in states] == [
@@ -175,9 +176,10 @@ async def test_voice_state_update_with_int_or_string_ids_is_answered_and_broadca
             assert server["guild_id"] == str(guild.id)
             assert server["endpoint"] == info.voice_endpoint
             assert server["token"]
+            session_id = state["session_id"]
             seen = await watcher.wait_for(
                 "VOICE_STATE_UPDATE",
-                lambda d: d["user_id"] == me and d["session_id"] == state["session_id"],
+                lambda d, sid=session_id: d["user_id"] == me and d["session_id"] == sid,
             )
             assert seen["channel_id"] == str(channel.id)
             # Only the joiner learns where its voice server is.
@@ -190,7 +192,8 @@ async def test_voice_state_update_with_int_or_string_ids_is_answered_and_broadca
         left = await joiner.wait_for("VOICE_STATE_UPDATE", after=mark)
         assert left["channel_id"] is None
         await watcher.wait_for(
-            "VOICE_STATE_UPDATE", lambda d: d["user_id"] == me and d["channel_id"] is None
+            "VOICE_STATE_UPDATE",
+            lambda d: d["user_id"] == me and d["channel_id"] is None,
         )
         assert not [d for d in deaf_to_voice.dispatches if d.t == "VOICE_STATE_UPDATE"]
 
@@ -204,7 +207,9 @@ async def test_message_create_reaches_members_that_asked_for_messages(
     async with (
         GatewayPeer.connect(info, "bot-1") as reader,
         GatewayPeer.connect(info, "bot-2", intents=GUILDS | MESSAGES) as no_content,
-        GatewayPeer.connect(info, "bot-3", intents=GUILDS | VOICE_STATES) as no_messages,
+        GatewayPeer.connect(
+            info, "bot-3", intents=GUILDS | VOICE_STATES
+        ) as no_messages,
     ):
         sent = await post(info, "bot-4", voice.id, "said in the voice channel's chat")
         got = await reader.wait_for("MESSAGE_CREATE")
@@ -223,21 +228,28 @@ async def test_message_create_reaches_members_that_asked_for_messages(
         assert shown["mentions"][0]["id"] == str(no_content.user_id)
 
         await no_messages.send(GatewayPayload(op=1, d=None))
-        await no_messages.wait_until(lambda: [p for p in no_messages.others if p.op == 11])
+        await no_messages.wait_until(
+            lambda: [p for p in no_messages.others if p.op == 11]
+        )
         assert not [d for d in no_messages.dispatches if d.t == "MESSAGE_CREATE"]
 
 
-async def test_request_guild_members_is_answered_with_chunks(emulator: Emulator) -> None:
+async def test_request_guild_members_is_answered_with_chunks(
+    emulator: Emulator,
+) -> None:
     """Op 8 gets GUILD_MEMBERS_CHUNK with the nonce, by query or by user ids."""
     info = emulator.info
     guild = info.guilds[0]
     async with GatewayPeer.connect(info, "bot-1") as peer:
         await peer.send(
             GatewayPayload(
-                op=8, d={"guild_id": str(guild.id), "query": "", "limit": 0, "nonce": "a"}
+                op=8,
+                d={"guild_id": str(guild.id), "query": "", "limit": 0, "nonce": "a"},
             )
         )
-        everyone = await peer.wait_for("GUILD_MEMBERS_CHUNK", lambda d: d["nonce"] == "a")
+        everyone = await peer.wait_for(
+            "GUILD_MEMBERS_CHUNK", lambda d: d["nonce"] == "a"
+        )
         assert everyone["guild_id"] == str(guild.id)
         assert (everyone["chunk_index"], everyone["chunk_count"]) == (0, 1)
         assert sorted(m["user"]["id"] for m in everyone["members"]) == sorted(
@@ -255,7 +267,9 @@ async def test_request_guild_members_is_answered_with_chunks(emulator: Emulator)
         assert some["not_found"] == ["1"]
 
 
-async def test_resume_replays_missed_dispatches_then_resumed(emulator: Emulator) -> None:
+async def test_resume_replays_missed_dispatches_then_resumed(
+    emulator: Emulator,
+) -> None:
     """After an abnormal close, Resume replays what was missed, in order, then RESUMED."""
     info = emulator.info
     guild = info.guilds[0]
@@ -263,7 +277,9 @@ async def test_resume_replays_missed_dispatches_then_resumed(emulator: Emulator)
     user = info.user("bot-1")
     async with GatewayPeer.connect(info, "bot-1") as first:
         ready = await first.wait_for("READY")
-        await first.wait_for("GUILD_CREATE", lambda d: d["id"] == str(info.guilds[-1].id))
+        await first.wait_for(
+            "GUILD_CREATE", lambda d: d["id"] == str(info.guilds[-1].id)
+        )
         last_seen = first.dispatches[-1].s
         assert last_seen is not None
         # 4000 is not a normal close, so the session stays resumable.
@@ -336,14 +352,22 @@ async def test_identify_concurrency_is_per_application_per_five_seconds(
     with real_time_limit(30):
         async with Emulator(config) as emu:
             info = emu.info
-            assert [await _identify_outcome(info, "bot-1") for _ in range(3)] == [0, 0, 9]
+            assert [await _identify_outcome(info, "bot-1") for _ in range(3)] == [
+                0,
+                0,
+                9,
+            ]
             # Another bot is another application, with its own window.
             assert await _identify_outcome(info, "bot-2") == 0
 
             mock_clock.jump(4.9)
             assert await _identify_outcome(info, "bot-1") == 9
             mock_clock.jump(0.1)
-            assert [await _identify_outcome(info, "bot-1") for _ in range(3)] == [0, 0, 9]
+            assert [await _identify_outcome(info, "bot-1") for _ in range(3)] == [
+                0,
+                0,
+                9,
+            ]
 
             reply = await http(
                 f"{info.api_base}/gateway/bot", token=f"Bot {info.user('bot-1').token}"

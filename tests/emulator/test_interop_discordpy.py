@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from tests.emulator._dpy import DpyBot
+from tests.emulator._peers import GatewayPeer, VoicePeer, opus_test_frames
 from voicesim.emulator import Emulator
 from voicesim.protocol._voice_gateway import Speaking
-
-from _dpy import DpyBot
-from _peers import GatewayPeer, VoicePeer, opus_test_frames
 
 FRAMES = 50  # one second of audio
 

@@ -8,13 +8,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 
+from tests.emulator._channel import granted, in_voice
+from tests.emulator._peers import VoicePeer, opus_test_frames
 from voicesim.emulator import Emulator, EmulatorInfo
 from voicesim.protocol._discovery import build_discovery_request, build_keepalive
 from voicesim.protocol._transport import seal_rtp
 from voicesim.protocol._voice_gateway import Identify, Ready, Speaking
-
-from _channel import granted, in_voice
-from _peers import VoicePeer, opus_test_frames
 
 AES = "aead_aes256_gcm_rtpsize"
 XCHACHA = "aead_xchacha20_poly1305_rtpsize"
@@ -28,9 +27,7 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @asynccontextmanager
-async def members(
-    info: EmulatorInfo, *modes: str
-) -> AsyncIterator[list[VoicePeer]]:
+async def members(info: EmulatorInfo, *modes: str) -> AsyncIterator[list[VoicePeer]]:
     """bot-1, bot-2... in the first guild's voice channel, one per mode, each seeing all."""
     async with AsyncExitStack() as stack:
         peers = [
@@ -66,7 +63,9 @@ async def test_discovery_reply_is_74_bytes_with_the_senders_address(
         with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
             await sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-            await sock.sendto(build_discovery_request(ready.ssrc), (ready.ip, ready.port))
+            await sock.sendto(
+                build_discovery_request(ready.ssrc), (ready.ip, ready.port)
+            )
             with trio.fail_after(10):
                 reply = await sock.recv(2048)
     assert len(reply) == 74

@@ -9,6 +9,8 @@ import discord
 import pytest
 import trio
 
+from tests.emulator._http_client import HttpReply, http
+from tests.emulator._peers import GatewayPeer
 from voicesim.emulator import (
     Emulator,
     EmulatorConfig,
@@ -16,9 +18,6 @@ from voicesim.emulator import (
     configure_discord_client,
 )
 from voicesim.emulator._world import world_from_mapping
-
-from _http_client import HttpReply, http
-from _peers import GatewayPeer
 
 UNAUTHORIZED = {"message": "401: Unauthorized", "code": 0}
 NOT_FOUND = {"message": "404: Not Found", "code": 0}
@@ -240,9 +239,13 @@ async def test_channels_outside_the_users_guilds_are_hidden() -> None:
         url = f"{info.api_base}/channels/{channel.id}/messages"
         denied = await http(url, token=bot(info, "b"))
         assert assert_json(denied, 403)["code"] == 50001
-        posted = await http(url, "POST", token=bot(info, "b"), json_body={"content": "x"})
+        posted = await http(
+            url, "POST", token=bot(info, "b"), json_body={"content": "x"}
+        )
         assert assert_json(posted, 403)["code"] == 50001
-        missing = await http(f"{info.api_base}/channels/1/messages", token=bot(info, "a"))
+        missing = await http(
+            f"{info.api_base}/channels/1/messages", token=bot(info, "a")
+        )
         assert assert_json(missing, 404)["code"] == 10003
         assert emu.counters.messages == 0
 
@@ -257,7 +260,9 @@ async def test_discordpy_logs_in_and_chats_in_a_voice_channel(
     user = info.user("bot-2")
 
     async def main() -> tuple[str, int, list[str]]:
-        client = discord.Client(intents=discord.Intents.none(), **configure_discord_client(info))
+        client = discord.Client(
+            intents=discord.Intents.none(), **configure_discord_client(info)
+        )
         async with client:
             await client.login(user.token)
             assert client.user is not None

@@ -7,6 +7,8 @@ import ssl
 import pytest
 import trio
 
+from tests.emulator._channel import granted, in_voice
+from tests.emulator._peers import VoicePeer
 from voicesim.emulator import Emulator, EmulatorConfig, World
 from voicesim.protocol._voice_gateway import (
     ClientDisconnect,
@@ -23,9 +25,6 @@ from voicesim.protocol._voice_gateway import (
     Speaking,
 )
 
-from _channel import granted, in_voice
-from _peers import VoicePeer
-
 AES = "aead_aes256_gcm_rtpsize"
 XCHACHA = "aead_xchacha20_poly1305_rtpsize"
 
@@ -34,7 +33,9 @@ def seqs(peer: VoicePeer, kind: type) -> list[int | None]:
     return [seq for message, seq in peer.messages if isinstance(message, kind)]
 
 
-async def test_hello_is_v8_and_heartbeat_acks_echo_the_nonce(emulator: Emulator) -> None:
+async def test_hello_is_v8_and_heartbeat_acks_echo_the_nonce(
+    emulator: Emulator,
+) -> None:
     """Hello says v8 first; op 3 is answered with op 6 carrying the same t, unnumbered."""
     info = emulator.info
     async with (
@@ -108,7 +109,9 @@ async def test_ready_offers_only_the_aead_modes_and_dave_is_off(
         assert seqs(peer, SessionDescription) == [None]
 
 
-async def test_select_protocol_with_a_retired_mode_closes_4016(emulator: Emulator) -> None:
+async def test_select_protocol_with_a_retired_mode_closes_4016(
+    emulator: Emulator,
+) -> None:
     """A mode the server did not offer (xsalsa20 is retired) ends the socket with 4016."""
     info = emulator.info
     async with (
@@ -130,7 +133,9 @@ async def test_select_protocol_with_a_retired_mode_closes_4016(emulator: Emulato
         assert (await peer.wait_closed()).code == 4016
 
 
-async def test_voice_gateway_speaks_tls_with_the_emulators_ca(emulator: Emulator) -> None:
+async def test_voice_gateway_speaks_tls_with_the_emulators_ca(
+    emulator: Emulator,
+) -> None:
     """The voice endpoint is TLS for "localhost", trusted through info.ca_file only."""
     info = emulator.info
     assert info.voice_tls and info.ca_file is not None and info.ca_file.is_file()
@@ -166,7 +171,9 @@ async def test_plain_voice_serves_ws_on_request() -> None:
             assert (await peer.wait_for(SessionDescription)).dave_protocol_version == 0
 
 
-async def test_members_are_announced_with_op_11_op_5_and_op_13(emulator: Emulator) -> None:
+async def test_members_are_announced_with_op_11_op_5_and_op_13(
+    emulator: Emulator,
+) -> None:
     """Others' joins (op 11), speaking with user id and SSRC (op 5) and leaves (op 13)."""
     info = emulator.info
     alice_id = str(info.user("bot-1").id)
@@ -185,7 +192,9 @@ async def test_members_are_announced_with_op_11_op_5_and_op_13(emulator: Emulato
             async with in_voice(info, "bot-3") as carol:
                 late = await carol.wait_for(Speaking, lambda m: m.user_id == alice_id)
                 assert late.ssrc == alice.ssrc
-                await alice.wait_for(ClientsConnect, lambda m: m.user_ids == (carol_id,))
+                await alice.wait_for(
+                    ClientsConnect, lambda m: m.user_ids == (carol_id,)
+                )
             await alice.wait_for(ClientDisconnect, lambda m: m.user_id == carol_id)
             await bob.wait_for(ClientDisconnect, lambda m: m.user_id == carol_id)
         await alice.wait_for(ClientDisconnect, lambda m: m.user_id == bob_id)
@@ -201,41 +210,44 @@ async def test_resume_replays_what_was_missed_after_op_9(emulator: Emulator) -> 
     """After a 4015 drop, Resume gets Resumed and then the messages sent meanwhile."""
     info = emulator.info
     bob_id = str(info.user("bot-2").id)
-    async with granted(info, "bot-1") as (_, grant):
-        async with VoicePeer.connect(info, grant) as alice, in_voice(info, "bot-2") as bob:
-            await alice.wait_for(ClientsConnect)
-            seen = alice.seq_ack
-            assert seen == 1
-            assert emulator.drop_voice_connection(grant.user_id) == 1
-            assert (await alice.wait_closed()).code == 4015
-            await bob.speak(1)
-            await bob.speak(0)
+    async with (
+        granted(info, "bot-1") as (_, grant),
+        VoicePeer.connect(info, grant) as alice,
+        in_voice(info, "bot-2") as bob,
+    ):
+        await alice.wait_for(ClientsConnect)
+        seen = alice.seq_ack
+        assert seen == 1
+        assert emulator.drop_voice_connection(grant.user_id) == 1
+        assert (await alice.wait_closed()).code == 4015
+        await bob.speak(1)
+        await bob.speak(0)
 
-            async with VoicePeer.connect(info, grant, handshake=False) as again:
-                await again.send(
-                    Resume(
-                        server_id=str(grant.guild_id),
-                        session_id=grant.session_id,
-                        token=grant.token,
-                        seq_ack=seen,
-                    )
+        async with VoicePeer.connect(info, grant, handshake=False) as again:
+            await again.send(
+                Resume(
+                    server_id=str(grant.guild_id),
+                    session_id=grant.session_id,
+                    token=grant.token,
+                    seq_ack=seen,
                 )
-                await again.wait_until(lambda: len(again.messages) >= 4)
-                kinds = [type(m) for m, _ in again.messages]
-                assert kinds == [Hello, Resumed, Speaking, Speaking]
-                replayed = [m for m, _ in again.messages[2:]]
-                assert [(m.user_id, m.speaking) for m in replayed] == [
-                    (bob_id, 1),
-                    (bob_id, 0),
-                ]
-                assert [s for _, s in again.messages[2:]] == [2, 3]
+            )
+            await again.wait_until(lambda: len(again.messages) >= 4)
+            kinds = [type(m) for m, _ in again.messages]
+            assert kinds == [Hello, Resumed, Speaking, Speaking]
+            replayed = [m for m, _ in again.messages[2:]]
+            assert [(m.user_id, m.speaking) for m in replayed] == [
+                (bob_id, 1),
+                (bob_id, 0),
+            ]
+            assert [s for _, s in again.messages[2:]] == [2, 3]
 
-                # Live traffic carries on after the replay, numbered on.
-                await bob.speak(1)
-                await again.wait_until(lambda: again.seq_ack == 4)
-                # Heartbeat ACKs still echo on the resumed connection.
-                await again.send(Heartbeat(t=7, seq_ack=again.seq_ack))
-                await again.wait_for(HeartbeatAck, lambda m: m.t == 7)
+            # Live traffic carries on after the replay, numbered on.
+            await bob.speak(1)
+            await again.wait_until(lambda: again.seq_ack == 4)
+            # Heartbeat ACKs still echo on the resumed connection.
+            await again.send(Heartbeat(t=7, seq_ack=again.seq_ack))
+            await again.wait_for(HeartbeatAck, lambda m: m.t == 7)
     assert emulator.counters.voice_resumes == 1
 
 
@@ -247,9 +259,10 @@ async def test_resume_beyond_the_replay_buffer_closes_4006() -> None:
     async with Emulator(config) as emu:
         info = emu.info
         async with granted(info, "bot-1") as (_, grant):
-            async with VoicePeer.connect(info, grant) as alice, in_voice(
-                info, "bot-2"
-            ) as bob:
+            async with (
+                VoicePeer.connect(info, grant) as alice,
+                in_voice(info, "bot-2") as bob,
+            ):
                 await alice.wait_for(ClientsConnect)
                 seen = alice.seq_ack
                 emu.drop_voice_connection(grant.user_id)
@@ -258,7 +271,9 @@ async def test_resume_beyond_the_replay_buffer_closes_4006() -> None:
                     await bob.speak(flag)
                 # Let the three op 5 reach the (detached) session's buffer.
                 with trio.fail_after(5):
-                    while (s := emu.hub.sessions.get((grant.guild_id, grant.user_id))) and s.replay.last_seq < 4:
+                    while (
+                        s := emu.hub.sessions.get((grant.guild_id, grant.user_id))
+                    ) and s.replay.last_seq < 4:
                         await trio.sleep(0.01)
 
                 async with VoicePeer.connect(info, grant, handshake=False) as again:

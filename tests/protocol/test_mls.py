@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import davey
@@ -300,10 +301,8 @@ def test_parsers_raise_only_remote_protocol_error(data: bytes) -> None:
         decode_append_proposals,
         decode_revoke_proposals,
     ):
-        try:
+        with contextlib.suppress(RemoteProtocolError):
             parse(data)
-        except RemoteProtocolError:
-            pass
 
 
 @given(st.integers(0, len(APPENDING_PROPOSALS) - 1), st.integers(1, 255))

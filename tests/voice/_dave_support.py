@@ -9,14 +9,13 @@ kept as the relay delivered it (after transport decryption, before DAVE).
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 import trio
 
+from tests.emulator._peers import GatewayPeer, opus_test_frames
 from voicesim.emulator import (
     DaveMode,
     Emulator,
@@ -29,13 +28,6 @@ from voicesim.emulator._dave import default_dave_group_factory
 from voicesim.emulator._dave_group import DaveGroup
 from voicesim.protocol import UpdateVoiceState
 from voicesim.voice import MediaClock, ReceivedFrame, VoiceConnection, VoiceCredentials
-
-# The emulator tests' peers and discord.py bot are reused, not copied.
-_EMULATOR_TESTS = str(Path(__file__).resolve().parent.parent / "emulator")
-if _EMULATOR_TESTS not in sys.path:
-    sys.path.insert(0, _EMULATOR_TESTS)
-
-from _peers import GatewayPeer, opus_test_frames  # noqa: E402
 
 __all__ = [
     "DaveEmulator",
@@ -167,7 +159,7 @@ class Member:
             async def run() -> None:
                 try:
                     await member.voice.run()
-                except BaseException as exc:  # noqa: BLE001 - kept for the test
+                except BaseException as exc:
                     member.closed = exc
                 finally:
                     done.set()

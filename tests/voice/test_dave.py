@@ -7,6 +7,14 @@ from collections.abc import Callable
 import pytest
 import trio
 
+from tests.emulator._dpy import DpyBot
+from tests.emulator._peers import VoicePeer
+from tests.voice._dave_support import (
+    Member,
+    dave_emulator,
+    opus_test_frames,
+    wait_until,
+)
 from voicesim._exceptions import VoiceConnectionClosed
 from voicesim.emulator import DaveMode
 from voicesim.protocol import (
@@ -15,10 +23,6 @@ from voicesim.protocol import (
     parse_dave_frame,
 )
 from voicesim.voice import MediaClock
-
-from _dave_support import Member, dave_emulator, opus_test_frames, wait_until
-from _dpy import DpyBot
-from _peers import VoicePeer
 
 SILENCE = b"\xf8\xff\xfe"
 FRAMES = 40
@@ -156,7 +160,7 @@ async def test_malformed_mls_from_one_client_leaves_others_group_working(
             group = emu.group()
             epoch = group.epoch
 
-            from _peers import GatewayPeer
+            from tests.emulator._peers import GatewayPeer
 
             # A raw peer that negotiates DAVE and then sends junk commits.
             async with GatewayPeer.connect(info, "bot-3") as gateway:

@@ -23,13 +23,14 @@ from voicesim.voice import (
     Bot,
     ControlPlane,
     MediaClock,
+    OutboundStream,
     ReceivedFrame,
     Speech,
     VoiceConnection,
     VoiceCredentials,
 )
 
-__all__ = ["ChannelAgent", "ChannelStats", "sole_error"]
+__all__ = ["ChannelAgent", "ChannelStats", "aim_stream", "sole_error"]
 
 logger = logging.getLogger("voicesim.agent")
 
@@ -398,27 +399,32 @@ class ChannelAgent:
             await connection.stop_speaking()
 
     def _aim(self, connection: VoiceConnection, at_ns: int) -> None:
-        # The media clock pins each stream to one 1 ms slot of its 20 ms wheel and
-        # starts a playback at the stream's next slot, which would start a reply up
-        # to 19 ms after the time the turn-taker chose. The agent's one stream starts
-        # talk spurts at arbitrary times, as a person does, so before each reply its
-        # slot is moved to the millisecond the reply is due; the first frame then
-        # leaves within a millisecond of its time, which calibration mode relies on.
-        # XXX: this writes the clock's stream state from trio; safe because replies
-        # on a connection never overlap (the lane), so no playback of this stream is
-        # waiting to be placed on the wheel when the slot changes.
         stream = connection.outbound
-        if stream is None:
-            return
-        offset_ms = -(-(at_ns - self._clock.epoch_ns) // _TICK_NS)
-        stream.slot = offset_ms % _SLOTS
+        if stream is not None:
+            aim_stream(stream, self._clock.epoch_ns, at_ns)
+
+
+# The media clock pins each stream to one 1 ms slot of its 20 ms wheel and starts a
+# playback at the stream's next slot, which would start a reply up to 19 ms after
+# the time the turn-taker chose. The agent's one stream starts talk spurts at
+# arbitrary times, as a person does, so before each reply its slot is moved to the
+# millisecond the reply is due; the first frame then leaves within a millisecond of
+# its time, which calibration mode relies on.
+# XXX: this writes the clock's stream state from trio. It is safe because replies on
+# a connection never overlap (the lane), so no playback of this stream is waiting to
+# be placed on the wheel when the slot changes; a media clock that took a start time
+# would make it unnecessary.
+def aim_stream(stream: OutboundStream, epoch_ns: int, at_ns: int) -> None:
+    """Pin ``stream`` to the wheel slot of the first millisecond at or after ``at_ns``."""
+    offset_ms = -(-(at_ns - epoch_ns) // _TICK_NS)
+    stream.slot = offset_ms % _SLOTS
 
 
 def sole_error(group: BaseExceptionGroup[BaseException]) -> VoiceSimError | None:
     """The one voicesim error a nursery wrapped, if that is all the group holds.
 
-    Callers of :meth:`ChannelAgent.run` catch :class:`VoiceSimError`; a nursery
-    wraps a join or handshake failure in a group of one.
+    Callers catch :class:`VoiceSimError`; a nursery wraps a join or handshake
+    failure in a group of one.
     """
     leaves: list[BaseException] = []
     pending: list[BaseException] = [group]

@@ -20,13 +20,14 @@ from functools import partial
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from voicesim._exceptions import RemoteProtocolError
 from voicesim.emulator._counters import Counters
 from voicesim.emulator._link import Link
 from voicesim.emulator._objects import guild_create_json, member_json, user_json
 from voicesim.emulator._registry import GatewaySession, Registry
+from voicesim.emulator._ws_server import serve_websockets
 from voicesim.protocol._gateway import (
     GatewayHello,
     GatewayIdentify,
@@ -85,18 +86,18 @@ class MainGateway:
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            server = await nursery.start(
+            bound = await nursery.start(
                 partial(
-                    serve_websocket,
+                    serve_websockets,
                     self._handle,
                     host,
                     port,
                     None,
-                    handler_nursery=nursery,
-                    disconnect_timeout=2,
+                    counters=self.counters,
+                    gateway="gateway",
                 )
             )
-            task_status.started(server.port)
+            task_status.started(bound)
 
     async def _handle(self, request: WebSocketRequest) -> None:
         try:

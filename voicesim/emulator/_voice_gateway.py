@@ -20,7 +20,7 @@ import ssl
 from functools import partial
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from voicesim._exceptions import RemoteProtocolError
 from voicesim.emulator._counters import Counters
@@ -28,6 +28,7 @@ from voicesim.emulator._dave_group import DaveMode, negotiate_dave
 from voicesim.emulator._link import Link
 from voicesim.emulator._registry import Registry
 from voicesim.emulator._voice_session import VoiceHub, VoiceSession
+from voicesim.emulator._ws_server import serve_websockets
 from voicesim.protocol._transport import TransportCipher
 from voicesim.protocol._voice_gateway import (
     DaveMlsCommitWelcome,
@@ -97,19 +98,18 @@ class VoiceGateway:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.hub.nursery = nursery
-            server = await nursery.start(
+            bound = await nursery.start(
                 partial(
-                    serve_websocket,
+                    serve_websockets,
                     self._handle,
                     host,
                     port,
                     ssl_context,
-                    handler_nursery=nursery,
-                    connect_timeout=10,
-                    disconnect_timeout=2,
+                    counters=self.counters,
+                    gateway="voice",
                 )
             )
-            task_status.started(server.port)
+            task_status.started(bound)
 
     async def _handle(self, request: WebSocketRequest) -> None:
         try:

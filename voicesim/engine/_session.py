@@ -26,6 +26,7 @@ import numpy as np
 import trio
 
 from voicesim._exceptions import VoiceSimError, VoiceTimeout
+from voicesim._histogram import LatenessHistogram
 from voicesim.engine._measure import ResponseTracker, StreamStats, word_errors
 from voicesim.media import AUDIBLE_DBFS, Fixture, OpusDecoder, level_dbfs
 from voicesim.protocol import SILENCE_FRAME
@@ -34,6 +35,7 @@ from voicesim.voice import (
     ChatMessage,
     ControlPlane,
     MediaClock,
+    OutboundStream,
     ReceivedFrame,
     VoiceConnection,
     VoiceCredentials,
@@ -123,6 +125,8 @@ class VoiceSession:
         self._after_silence = True
         self._turn: _Turn | None = None
         self._pending_turns: list[_Turn] = []
+        self._streams: dict[int, OutboundStream] = {}
+        self._first_frame_ns: int | None = None
         self._audio: list[np.ndarray] = []
         self.user_id: int | None = None
         self.connection: VoiceConnection | None = None
@@ -196,6 +200,8 @@ class VoiceSession:
             "decrypt_failures": 0,
             "dave_decrypt_failures": 0,
             "lateness_histogram": None,
+            "first_frame_ns": None,
+            "join_time_ms": None,
         }
         await trio.sleep_until(plan.start_at)
         self._recorder.status(plan.index, "joining")
@@ -223,11 +229,19 @@ class VoiceSession:
                 record["reconnects"] = stats.reconnects
                 record["decrypt_failures"] = stats.decrypt_failures
                 record["dave_decrypt_failures"] = stats.dave_decrypt_failures
-                stream = connection.outbound
-                if stream is not None:
-                    record["frames_sent"] = stream.frames_sent
-                    record["send_errors"] = stream.send_errors
-                    record["lateness_histogram"] = stream.lateness
+            # A resume or reconnect opens a new outbound stream; the session's
+            # figures are those of every stream it spoke on.
+            streams = list(self._streams.values())
+            if streams:
+                record["frames_sent"] = sum(s.frames_sent for s in streams)
+                record["send_errors"] = sum(s.send_errors for s in streams)
+                record["lateness_histogram"] = LatenessHistogram.pooled(
+                    s.lateness for s in streams
+                )
+            first = self._first_frame_ns
+            record["first_frame_ns"] = first
+            if first is not None and record["join_requested_ns"] is not None:
+                record["join_time_ms"] = (first - record["join_requested_ns"]) / 1e6
             self._recorder.session(record)
             if self._capture_audio and self._audio:
                 self._recorder.audio(plan.index, np.concatenate(self._audio))
@@ -324,6 +338,11 @@ class VoiceSession:
         plan = self.plan
         self._recorder.status(plan.index, "speaking")
         speech = await connection.speak(fixture.frames)
+        stream = connection.outbound
+        if stream is not None:
+            self._streams.setdefault(id(stream), stream)
+        if self._first_frame_ns is None:
+            self._first_frame_ns = speech.t0_ns
         turn = _Turn(
             index=index,
             fixture=fixture,

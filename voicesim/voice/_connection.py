@@ -268,6 +268,9 @@ class VoiceConnection:
         # connection then keeps serving in this same task.
         self._task_status = task_status
         resume = False
+        # Raised after the nursery has closed, so that callers catch the close
+        # itself rather than a group that wraps it.
+        final: VoiceConnectionClosed | None = None
         try:
             async with trio.open_nursery() as nursery:
                 while True:
@@ -296,10 +299,13 @@ class VoiceConnection:
                         self.credentials = await self._rejoin()
                         resume = False
                         continue
-                    raise VoiceConnectionClosed(code, reason)
+                    final = VoiceConnectionClosed(code, reason)
+                    break
                 nursery.cancel_scope.cancel()
         finally:
             self._reset_session()
+        if final is not None:
+            raise final
 
     # -- the WebSocket ------------------------------------------------------------
 
@@ -327,9 +333,12 @@ class VoiceConnection:
                 finally:
                     self._ws = None
         except trio_websocket.ConnectionClosed as exc:
+            # trio-websocket leaves the reason unset when the socket dropped
+            # without a close frame; that is 1006 in RFC 6455's terms.
             reason = exc.reason
-            code = reason.code if reason.code is not None else 1006
-            raise _Reconnect(code, reason.reason or "") from None
+            if reason is None or reason.code is None:
+                raise _Reconnect(1006, "connection dropped") from None
+            raise _Reconnect(reason.code, reason.reason or "") from None
         except trio_websocket.HandshakeError as exc:
             raise _Reconnect(1006, f"handshake failed: {exc}") from None
         except OSError as exc:

@@ -203,6 +203,9 @@ SESSION_COLUMNS: tuple[Column, ...] = (
     Column("reconnects", _I32, False, 0, "voice connections made anew after a drop"),
     Column("decrypt_failures", _I64, False, 0, "agent packets whose transport encryption did not verify"),
     Column("dave_decrypt_failures", _I64, False, 0, "agent frames whose DAVE layer did not decrypt"),
+    Column("dave_protocol_version", _I32, True, None, "DAVE version the voice server chose (0: transport encryption only)"),
+    Column("dave_longest_gap_ms", _F64, True, None, "longest time a received stream had no decodable audio because of DAVE, in ms"),
+    Column("dave_recoveries", _I32, False, 0, "DAVE group resets after failed commits or repeated decrypt failures"),
 )
 
 PACKET_COLUMNS: tuple[Column, ...] = (

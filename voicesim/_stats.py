@@ -280,6 +280,19 @@ def _sum(frame: pd.DataFrame | None, column: str) -> int:
     return int(finite_values(frame, column).sum())
 
 
+def _count_dave(sessions: pd.DataFrame) -> dict[str, Any]:
+    """How end-to-end encryption went: sessions that used it, failures, the gap."""
+    # Captures written before these columns existed have none of them.
+    versions = finite_values(sessions, "dave_protocol_version")
+    gaps = finite_values(sessions, "dave_longest_gap_ms")
+    return {
+        "sessions": int((versions > 0).sum()),
+        "decrypt_failures": _sum(sessions, "dave_decrypt_failures"),
+        "recoveries": _sum(sessions, "dave_recoveries"),
+        "longest_gap_ms": float(gaps.max()) if gaps.size else None,
+    }
+
+
 def summarize(
     turns: pd.DataFrame,
     sessions: pd.DataFrame,
@@ -315,6 +328,7 @@ def summarize(
             "failed": sum(session_outcomes.get(o, 0) for o in FAILED_SESSION_OUTCOMES),
             "max_active": int(active_counts.max()) if active_counts.size else 0,
             "dave_decrypt_failures": _sum(sessions, "dave_decrypt_failures"),
+            "dave": _count_dave(sessions),
             "reconnects": _sum(sessions, "reconnects"),
             "frames_sent": _sum(sessions, "frames_sent"),
         },

@@ -5,18 +5,29 @@ The bot is unmodified apart from the documented configuration
 channel with ``VoiceChannel.connect()``, waits for the test's go-ahead, plays a list of
 Opus frames with ``VoiceClient.play()`` and leaves. The trio test drives it through
 threading events and reads its outcome from :attr:`DpyBot.error`.
+
+discord.py 2.7 does not receive voice, so a bot made with ``listen=True`` hears the
+channel the way receive extensions for it do: through the voice client's socket
+listener hook, opening the transport layer with the session's secret key and the
+DAVE layer with discord.py's own ``davey`` session, so what it hears proves that
+discord.py's member of the MLS group holds the right keys. discord.py does not map
+SSRCs to users either; the test tells it (:attr:`DpyBot.users_by_ssrc`). A listening
+bot stays in the channel after playing until :attr:`DpyBot.release` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import defaultdict
 from typing import Any
 
+import davey
 import discord
 import trio
 
 from voicesim.emulator import EmulatorInfo, configure_discord_client
+from voicesim.protocol import TransportCipher, open_rtp
 
 _TIMEOUT = 30.0
 
@@ -49,8 +60,15 @@ class DpyBot:
         guild_id: int,
         channel_id: int,
         frames: list[bytes],
+        *,
+        listen: bool = False,
     ) -> None:
         self.info = info
+        self.listen = listen
+        self.users_by_ssrc: dict[int, int] = {}
+        self.heard: dict[int, list[bytes]] = defaultdict(list)
+        self.undecodable = 0
+        self.release = threading.Event()
         self.user = info.user(user_name)
         self.guild_id = guild_id
         self.channel_id = channel_id
@@ -110,6 +128,11 @@ class DpyBot:
                 assert isinstance(voice, discord.VoiceClient)
                 self.ssrc = voice.ssrc
                 self.mode = voice.mode
+                if self.listen:
+                    cipher = TransportCipher(voice.mode, bytes(voice.secret_key))
+                    voice._connection.add_socket_listener(
+                        lambda data: self._hear(voice, cipher, data)
+                    )
                 self.joined.set()
                 await asyncio.to_thread(self.go.wait, _TIMEOUT)
 
@@ -120,7 +143,33 @@ class DpyBot:
                     after=lambda exc: loop.call_soon_threadsafe(done.set),
                 )
                 await done.wait()
+                if self.listen:
+                    await asyncio.to_thread(self.release.wait, _TIMEOUT)
                 await voice.disconnect()
             finally:
                 await client.close()
                 runner.cancel()
+
+    def _hear(
+        self, voice: discord.VoiceClient, cipher: TransportCipher, data: bytes
+    ) -> None:
+        # Runs on discord.py's socket reader thread, once per datagram.
+        if len(data) < 12 or data[1] & 0x7F != 0x78:
+            return  # not an Opus RTP packet (IP discovery, RTCP)
+        try:
+            packet = open_rtp(cipher, data)
+        except Exception:
+            self.undecodable += 1
+            return
+        user_id = self.users_by_ssrc.get(packet.ssrc)
+        if user_id is None:
+            return
+        payload = packet.payload
+        session = voice._connection.dave_session
+        if session is not None and payload != b"\xf8\xff\xfe":
+            try:
+                payload = session.decrypt(user_id, davey.MediaType.audio, payload)
+            except Exception:
+                self.undecodable += 1
+                return
+        self.heard[user_id].append(payload)

@@ -194,6 +194,23 @@ def test_lateness_recorded_is_actual_minus_intended_send_time() -> None:
     assert playback.first_sent_ns == playback.t0_ns + 550_000
 
 
+def test_lateness_so_far_pools_every_stream_the_clock_opened() -> None:
+    """The live figure pools all streams' lateness, as their own histograms hold it."""
+    clock, time = make_clock()
+    fast = clock.open_stream(FakeSocket(time), TransportCipher(AES, KEY), 1, slot=2)
+    slow = clock.open_stream(
+        FakeSocket(time, cost_ns=3_000_000), TransportCipher(AES, KEY), 2, slot=3
+    )
+    clock.play(fast, frames(3))
+    clock.play(slow, frames(5))
+    drive(clock, time, 200)
+
+    pooled = clock.lateness_so_far()
+    assert pooled.total == fast.lateness.total + slow.lateness.total == 8
+    assert pooled.max_ns == slow.lateness.max_ns >= 3_000_000
+    assert pooled.percentile(99) == (fast.lateness + slow.lateness).percentile(99)
+
+
 def test_clock_that_falls_behind_catches_up_tick_by_tick_without_skipping() -> None:
     """After a 45 ms stall the thread sends every missed frame in order, then is on time."""
     clock, time = make_clock()

@@ -80,7 +80,8 @@ async def test_three_members_with_discordpy_decode_each_other(
         ):
             await wait_until(_all_in_group([a, b], {a.user_id, b.user_id}))
 
-            bot = DpyBot(info, "bot-3", guild.id, channel.id, frames_d)
+            bot = DpyBot(info, "bot-3", guild.id, channel.id, frames_d, listen=True)
+            bot.users_by_ssrc.update({a.voice.ssrc: a.user_id, b.voice.ssrc: b.user_id})
             bot.start()
             await bot.wait(bot.joined)
             d = info.user("bot-3").id
@@ -102,8 +103,20 @@ async def test_three_members_with_discordpy_decode_each_other(
             await speech_b.wait()
             for member in (a, b):
                 await wait_until(lambda m=member: len(m.speech_from(d)) >= FRAMES)
+
+            def bot_heard(user_id: int) -> list[bytes]:
+                return [f for f in bot.heard[user_id] if f != SILENCE]
+
+            await wait_until(lambda: len(bot_heard(a.user_id)) >= FRAMES)
+            await wait_until(lambda: len(bot_heard(b.user_id)) >= FRAMES)
+            bot.release.set()
             await bot.wait(bot.finished)
             await bot.join_thread()
+
+            # discord.py's own DAVE session opens what the voicesim clients sent.
+            assert bot_heard(a.user_id) == frames_a
+            assert bot_heard(b.user_id) == frames_b
+            assert bot.undecodable == 0
 
             assert a.speech_from(b.user_id) == frames_b
             assert a.speech_from(d) == frames_d
@@ -198,3 +211,64 @@ async def test_malformed_mls_from_one_client_leaves_others_group_working(
             assert a.voice.stats.dave_decrypt_failures == 0
             assert b.voice.stats.dave_decrypt_failures == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_leave_and_join_mid_conversation_keep_audio_flowing(
+    clock: MediaClock,
+) -> None:
+    """A joiner and a leaver mid-speech make new epochs; speech keeps decoding."""
+    # Four seconds of speech from each of a and b, so both epoch changes happen
+    # while they talk.
+    speech = opus_test_frames(400)
+    frames_a, frames_b = speech[:200], speech[200:]
+    async with dave_emulator() as emu, trio.open_nursery() as nursery:
+        info = emu.info
+        async with (
+            Member.join(nursery, info, clock, "bot-1") as a,
+            Member.join(nursery, info, clock, "bot-2") as b,
+        ):
+            await wait_until(_all_in_group([a, b], {a.user_id, b.user_id}))
+            group = emu.group()
+            said_a = await a.voice.speak(frames_a)
+            said_b = await b.voice.speak(frames_b)
+            await wait_until(lambda: len(b.speech_from(a.user_id)) >= 25)
+
+            async with Member.join(nursery, info, clock, "bot-3") as c:
+                everyone = {a.user_id, b.user_id, c.user_id}
+                await wait_until(_all_in_group([a, b, c], everyone))
+                joined_epoch = group.epoch
+                heard_before = len(c.speech_from(a.user_id))
+                await wait_until(
+                    lambda: len(c.speech_from(a.user_id)) >= heard_before + 25
+                )
+
+                await b.leave()
+                remaining = {a.user_id, c.user_id}
+                await wait_until(_all_in_group([a, c], remaining))
+                assert group.epoch > joined_epoch
+                await said_a.wait()
+                await said_b.wait()
+                await wait_until(lambda: c.speech_from(a.user_id)[-1:] == frames_a[-1:])
+
+                # What the joiner heard of a is a's speech from some frame on, in
+                # order and exact: a suffix of what a said, nothing garbled.
+                heard = c.speech_from(a.user_id)
+                assert heard == frames_a[len(frames_a) - len(heard) :]
+                # The one who stayed heard the leaver until it left, exactly.
+                from_b = a.speech_from(b.user_id)
+                assert from_b == frames_b[: len(from_b)]
+                assert len(from_b) >= 25
+
+                # The gap, as each listener measured it: the longest time its
+                # incoming stream went without decodable audio because of DAVE.
+                for member in (a, c):
+                    stats = member.voice.stats
+                    arrivals = member.arrivals[a.user_id if member is c else b.user_id]
+                    assert stats.dave_longest_gap_ns >= 0
+                    if stats.dave_decrypt_failures == 0:
+                        assert stats.dave_longest_gap_ns == 0
+                    else:
+                        # A gap is bounded by the stream's own arrivals.
+                        assert stats.dave_longest_gap_ns <= arrivals[-1] - arrivals[0]
+        nursery.cancel_scope.cancel()
+    assert group.stats.invalid_commits == 0

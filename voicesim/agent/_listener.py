@@ -219,15 +219,19 @@ class SpeakerListener:
             return []
 
         # Inside an utterance: keep the frame, pass its audio on, and cut the
-        # utterance once it is too long.
-        if level >= self.config.vad_off_dbfs:
+        # utterance once its speech has gone on too long. Only a voiced frame can
+        # make it too long: the quiet tail before end_silence runs out belongs to
+        # the utterance but is not more speech.
+        voiced = level >= self.config.vad_off_dbfs
+        if voiced:
             self._last_voiced_ns = max(self._last_voiced_ns, arrival_ns)
             self._voiced_frames = len(self._frames) + 1
         if self.keep_frames:
             self._frames.append(payload)
         events: list[ListenerEvent] = [SpeechAudio(pcm=self._downsampler.process(mono))]
         assert self._start_ns is not None
-        if arrival_ns - self._start_ns >= round(self.config.max_utterance * 1e9):
+        too_long = arrival_ns - self._start_ns >= round(self.config.max_utterance * 1e9)
+        if voiced and too_long:
             events.append(self._finish(detected_ns=arrival_ns, cut=True))
             self._cut = True
             self.stats.cuts += 1

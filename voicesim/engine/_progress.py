@@ -203,7 +203,8 @@ def status_line(state: ProgressState, *, elapsed_s: float) -> str:
 
 
 class _Verdict(Protocol):
-    passed: bool
+    @property
+    def passed(self) -> bool: ...
 
     def describe(self) -> str: ...
 
@@ -380,6 +381,23 @@ def render_summary(summary: Mapping[str, Any]) -> Table:
         _percent_text(_get(summary, "packets", "loss_rate")),
         *blank,
     )
+
+    e2ee = _finite(_get(summary, "sessions", "dave", "sessions"))
+    if e2ee:
+        # Shown only when DAVE was in use: on loopback the failures should be zero,
+        # and a non-zero count is the first sign of a broken key exchange.
+        table.add_row(
+            "DAVE decrypt failures",
+            _int_text(e2ee),
+            _int_text(_get(summary, "sessions", "dave", "decrypt_failures")),
+            *blank,
+        )
+        table.add_row(
+            "DAVE longest gap",
+            _int_text(e2ee),
+            _ms(_finite(_get(summary, "sessions", "dave", "longest_gap_ms"))),
+            *blank,
+        )
 
     parts = []
     if (sessions := _finite(_get(summary, "sessions", "total"))) is not None:

@@ -162,6 +162,7 @@ class MediaClock:
         self._next_slot = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._streams: list[OutboundStream] = []
         self.ticks_behind_max = 0
 
     @property
@@ -182,7 +183,7 @@ class MediaClock:
             if slot is None:
                 slot = self._next_slot
                 self._next_slot = (self._next_slot + 1) % SLOTS
-        return OutboundStream(
+        stream = OutboundStream(
             sock=sock,
             cipher=cipher,
             ssrc=ssrc,
@@ -190,6 +191,25 @@ class MediaClock:
             epoch_ns=self._epoch_ns,
             encrypt_frame=encrypt_frame,
         )
+        with self._lock:
+            self._streams.append(stream)
+        return stream
+
+    def lateness_so_far(self) -> LatenessHistogram:
+        """Every stream's send lateness pooled, for a live display.
+
+        Read from another thread while the clock sends, so a frame being counted
+        may be missed or half-counted; the total is recounted from the buckets so
+        the copy is consistent with itself. The exact figures are the streams' own
+        histograms, read once the streams are done.
+        """
+        with self._lock:
+            streams = list(self._streams)
+        pooled = LatenessHistogram()
+        for stream in streams:
+            pooled.merge(stream.lateness)
+        pooled.total = sum(pooled.counts)
+        return pooled
 
     def play(
         self,

@@ -9,7 +9,7 @@ stays light.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any as _Any
 
 from voicesim import protocol as protocol
 from voicesim._exceptions import (
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'voicesim' has no attribute {name!r}")

@@ -69,8 +69,9 @@ from voicesim.media import load_fixtures
 from voicesim.voice import MediaClock, OutboundStream, VoiceConnection
 from voicesim.voice._control import VoiceCredentials
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "emulator"))
-from _peers import GatewayPeer
+# The test suite's small gateway client; the repository root makes ``tests`` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.emulator._peers import GatewayPeer
 
 DEFAULT_STEPS = (100, 250, 500, 750, 1000, 1500, 2000)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

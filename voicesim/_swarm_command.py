@@ -75,6 +75,20 @@ def _configure_logging(verbosity: int) -> None:
     logging.getLogger("discord").setLevel(max(level, logging.WARNING))
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(KeyboardInterrupt)
+        return rest is None
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _sole_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested groups of one, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _fail(message: str, code: int) -> int:
     print(f"voicesim swarm: {message}", file=sys.stderr)
     return code
@@ -106,14 +120,18 @@ def swarm_command(argv: Sequence[str]) -> int:
     swarm = Swarm(config)
     try:
         result = trio.run(swarm.run)
-    except KeyboardInterrupt:
-        where = swarm.capture_path
-        kept = f"; the capture so far is in {where}" if where is not None else ""
-        return _fail(f"interrupted{kept}", EXIT_INTERRUPTED)
-    except ConfigError as exc:
-        return _fail(f"error: {exc}", EXIT_USAGE)
-    except VoiceSimError as exc:
-        return _fail(f"the run could not be carried out: {exc}", EXIT_RUN_FAILED)
+    except BaseException as exc:
+        # Ctrl-C and errors may arrive bare or wrapped in a nursery's group.
+        if _is_interrupt(exc):
+            where = swarm.capture_path
+            kept = f"; the capture so far is in {where}" if where is not None else ""
+            return _fail(f"interrupted{kept}", EXIT_INTERRUPTED)
+        error = _sole_leaf(exc)
+        if isinstance(error, ConfigError):
+            return _fail(f"error: {error}", EXIT_USAGE)
+        if isinstance(error, VoiceSimError):
+            return _fail(f"the run could not be carried out: {error}", EXIT_RUN_FAILED)
+        raise
 
     if config.summary_json is not None or config.junit is not None:
         # Imported only when asked for: the report module pulls in matplotlib.

@@ -157,6 +157,12 @@ def emulator_command(argv: list[str]) -> int:
         trio.run(_serve, emulator)
     except KeyboardInterrupt:
         return 0
+    except BaseExceptionGroup as group:
+        # Ctrl-C that landed inside a nursery arrives wrapped in a group.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise
+        return 0
     except OSError as exc:
         print(f"{_PROG}: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,9 @@ voice channel, and only then writes the state file, with ``agent_ready`` set: th
 parent waits for that key, so its first session never speaks to an empty channel.
 
 SIGINT or SIGTERM stop the child in order: the agent leaves its channels, then the
-emulator closes, then the state file (which holds tokens) is removed.
+emulator closes, then the state file (which holds tokens) is removed. The child runs
+in a session of its own, out of reach of a terminal's Ctrl-C, so it also stops the
+same way when its parent is gone (a swarm killed with SIGKILL never signals it).
 """
 
 from __future__ import annotations
@@ -115,11 +117,22 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+async def _stop_when_orphaned(scope: trio.CancelScope, parent: int) -> None:
+    # A dead parent's children are handed to another process (init, or a
+    # subreaper), so the parent pid changing is the sign; polling it costs nothing.
+    while os.getppid() == parent:
+        await trio.sleep(0.5)
+    log.warning("the swarm that started this target is gone; stopping")
+    scope.cancel()
+
+
 async def _serve_until_signalled(
     args: argparse.Namespace, agent_argv: list[str]
 ) -> None:
+    parent = os.getppid()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_when_orphaned, nursery.cancel_scope, parent)
             await nursery.start(
                 lambda task_status: run_embedded_target(
                     state_file=args.state_file,

@@ -13,10 +13,12 @@ Names (all prefixed ``voicesim_``; ``examples/grafana-dashboard.json`` plots the
 - ``packets_received_total``, ``packets_lost_total``, ``word_errors_total``,
   ``reference_words_total`` (so loss and WER pool in PromQL as a ratio of rates)
 
-Send lateness is observed for every frame sent, fifty a second a session, from the
-media clock's thread. prometheus_client's ``Histogram.observe`` costs a lock and a
-bucket search per call, so lateness goes through a small numpy histogram of our own
-that takes a whole batch in one vectorised step and is exported by a custom collector.
+Send lateness comes fifty frames a second a session. prometheus_client's
+``Histogram.observe`` costs a lock and a bucket search per call, so lateness goes
+through a small numpy histogram of our own that takes a whole batch in one vectorised
+step and is exported by a custom collector. The swarm adds nothing per frame: the media
+clock already counts every frame into its streams' ``LatenessHistogram``, and
+``follow_lateness`` makes each scrape read their pooled counts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -39,6 +41,7 @@ from voicesim._capture_format import (
     FAILED_SESSION_OUTCOMES,
     UNJOINED_SESSION_OUTCOMES,
 )
+from voicesim._histogram import LATENESS_EDGES_NS, LatenessHistogram
 
 __all__ = ["PrometheusExporter"]
 
@@ -75,6 +78,22 @@ LATENESS_BUCKETS_S = (
     0.25,
     1.0,
 )
+
+
+def _lateness_bucket_map() -> tuple[int, ...]:
+    # Bucket i of a LatenessHistogram holds values below LATENESS_EDGES_NS[i] (the
+    # last one everything above); each goes under the first Prometheus bound at or
+    # above that upper edge, so a frame is never shown earlier than it was sent. The
+    # lateness buckets are 5 % wide, which bounds the overstatement.
+    upper = [edge / 1e9 for edge in LATENESS_EDGES_NS]
+    return (
+        *(bisect.bisect_left(LATENESS_BUCKETS_S, u) for u in upper),
+        len(LATENESS_BUCKETS_S),
+    )
+
+
+_LATENESS_BUCKET_OF = np.asarray(_lateness_bucket_map(), dtype=np.intp)
+
 #: Distinct ``reason`` label values kept before further ones are counted as "other":
 #: each value is a time series, and a reason carrying free text would create one per
 #: error.
@@ -88,6 +107,8 @@ class _BatchHistogram:
     name: str
     documentation: str
     bounds: tuple[float, ...]
+    #: Counts per bucket and their sum added at every scrape, e.g. a live histogram.
+    source: Callable[[], tuple[npt.NDArray[np.int64], float]] | None = None
     _bounds: npt.NDArray[np.float64] = attrs.field(init=False)
     _counts: npt.NDArray[np.int64] = attrs.field(init=False)
     _sum: float = attrs.field(init=False, default=0.0)
@@ -120,8 +141,14 @@ class _BatchHistogram:
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            cumulative = np.cumsum(self._counts)
+            counts = self._counts.copy()
             total = self._sum
+        if self.source is not None:
+            # Read outside the lock: the source takes its own locks.
+            extra, extra_sum = self.source()
+            counts += extra
+            total += extra_sum
+        cumulative = np.cumsum(counts)
         family = HistogramMetricFamily(self.name, self.documentation)
         buckets = [
             ("+Inf" if math.isinf(b) else repr(float(b)), float(c))
@@ -325,3 +352,19 @@ class PrometheusExporter:
     def lateness_batch(self, values: npt.ArrayLike) -> None:
         """Many frames' send lateness, in seconds, in one cheap call."""
         self.send_lateness.observe_many(values)
+
+    def follow_lateness(self, source: Callable[[], LatenessHistogram]) -> None:
+        """Export, at every scrape, the send lateness ``source`` returns then.
+
+        ``source`` returns a cumulative histogram (the swarm passes its media clock's
+        pooled one), so the exported counts only grow, as a Prometheus histogram's
+        must; frames passed to ``frame_lateness`` or ``lateness_batch`` add to them.
+        """
+
+        def converted() -> tuple[npt.NDArray[np.int64], float]:
+            histogram = source()
+            counts = np.zeros(len(LATENESS_BUCKETS_S) + 1, dtype=np.int64)
+            np.add.at(counts, _LATENESS_BUCKET_OF, np.asarray(histogram.counts))
+            return counts, histogram.sum_ns / 1e9
+
+        self.send_lateness.source = converted

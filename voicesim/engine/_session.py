@@ -109,6 +109,7 @@ class VoiceSession:
         think: Callable[[], float],
         capture_packets: bool = False,
         capture_audio: bool = False,
+        now_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self.plan = plan
         self._control = control
@@ -118,6 +119,10 @@ class VoiceSession:
         self._think = think
         self._capture_packets = capture_packets
         self._capture_audio = capture_audio
+        # The clock of every time the session records; it must be the one the media
+        # clock's intended times and the receive loop's arrival times are on. Tests
+        # of the turn logic in virtual time hand in trio's clock in nanoseconds.
+        self._now_ns = now_ns
         self._decoder = OpusDecoder()
         # One stream-statistics object for the whole session, reset at each turn, so
         # packets lost across a turn boundary are still noticed by sequence number.
@@ -199,13 +204,16 @@ class VoiceSession:
             "reconnects": 0,
             "decrypt_failures": 0,
             "dave_decrypt_failures": 0,
+            "dave_protocol_version": None,
+            "dave_longest_gap_ms": None,
+            "dave_recoveries": 0,
             "lateness_histogram": None,
             "first_frame_ns": None,
             "join_time_ms": None,
         }
         await trio.sleep_until(plan.start_at)
         self._recorder.status(plan.index, "joining")
-        record["join_requested_ns"] = time.perf_counter_ns()
+        record["join_requested_ns"] = self._now_ns()
         try:
             await self._run(record)
             record["outcome"] = "completed"
@@ -221,7 +229,7 @@ class VoiceSession:
                 record["outcome"] = "error"
                 log.error("session %s hit a bug", plan.index, exc_info=exc)
         finally:
-            record["left_ns"] = time.perf_counter_ns()
+            record["left_ns"] = self._now_ns()
             connection = self.connection
             if connection is not None:
                 stats = connection.stats
@@ -229,6 +237,12 @@ class VoiceSession:
                 record["reconnects"] = stats.reconnects
                 record["decrypt_failures"] = stats.decrypt_failures
                 record["dave_decrypt_failures"] = stats.dave_decrypt_failures
+                record["dave_recoveries"] = stats.dave_recoveries
+                if record["joined_ns"] is not None:
+                    version = connection.dave_protocol_version
+                    record["dave_protocol_version"] = version
+                    if version:
+                        record["dave_longest_gap_ms"] = stats.dave_longest_gap_ns / 1e6
             # A resume or reconnect opens a new outbound stream; the session's
             # figures are those of every stream it spoke on.
             streams = list(self._streams.values())
@@ -279,7 +293,7 @@ class VoiceSession:
                 raise VoiceTimeout(
                     f"the voice connection was not ready within {plan.join_timeout:g} s"
                 )
-            record["joined_ns"] = time.perf_counter_ns()
+            record["joined_ns"] = self._now_ns()
             nursery.start_soon(self._read_messages, bot)
             nursery.start_soon(self._follow_server_updates, updates, connection)
             self._recorder.status(plan.index, "joined")
@@ -360,16 +374,22 @@ class VoiceSession:
 
         outcome = "answered"
         deadline_ns = turn.speech_end_ns + int(plan.turn_timeout * 1e9)
-        with trio.move_on_after(max(0.0, (deadline_ns - time.perf_counter_ns()) / 1e9)):
+        with trio.move_on_after(max(0.0, (deadline_ns - self._now_ns()) / 1e9)):
             while not turn.answered.is_set():
                 # The tracker decides "done" on frame arrival; a stream that simply
                 # stops needs a clock tick to be noticed.
                 with trio.move_on_after(0.1):
                     await turn.answered.wait()
-                if turn.tracker.answer_done(time.perf_counter_ns()):
+                if turn.tracker.answer_done(self._now_ns()):
                     turn.answered.set()
+        reason: str | None = None
         if not turn.answered.is_set():
-            outcome = "timeout" if turn.tracker.response_start_ns is None else "cut"
+            if turn.tracker.response_start_ns is None:
+                outcome = "timeout"
+                reason = f"no audible answer within {plan.turn_timeout:g} s"
+            else:
+                outcome = "cut"
+                reason = f"the answer had not ended within {plan.turn_timeout:g} s"
 
         if turn.transcript is None and plan.agent_user_id is not None:
             with trio.move_on_after(plan.transcript_grace):
@@ -378,9 +398,11 @@ class VoiceSession:
 
         self._turn = None
         self._pending_turns.remove(turn)
-        self._recorder.turn(self._turn_record(turn, outcome))
+        self._recorder.turn(self._turn_record(turn, outcome, reason))
 
-    def _turn_record(self, turn: _Turn, outcome: str) -> dict[str, Any]:
+    def _turn_record(
+        self, turn: _Turn, outcome: str, reason: str | None = None
+    ) -> dict[str, Any]:
         tracker = turn.tracker
         stats = turn.stats
         start = tracker.response_start_ns
@@ -425,6 +447,7 @@ class VoiceSession:
             if start is not None
             else None,
             "outcome": outcome,
+            "reason": reason,
         }
 
 

@@ -14,6 +14,7 @@ the others go on.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ class Swarm:
         self._thresholds = [parse_threshold(text) for text in config.thresholds]
         #: The capture directory, once the run has made it (also when interrupted).
         self.capture_path: Path | None = None
+        #: The port the Prometheus exporter listens on, once it does.
+        self.metrics_port: int | None = None
 
     async def run(self) -> SwarmResult:
         config = self.config
@@ -140,12 +143,19 @@ class Swarm:
             from voicesim.engine._prometheus import PrometheusExporter
 
             exporter = PrometheusExporter()
-            exporter.start(config.metrics_port)
+            self.metrics_port = exporter.start(config.metrics_port)
+            # With port 0 the OS chose it, and this line is the only way to learn it.
+            where = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            log.info("Prometheus metrics on %s", where)
+            if self._show_progress:
+                print(f"voicesim: Prometheus metrics on {where}", file=sys.stderr)
         recorder = _Recorder(capture, progress, exporter)
         rng = np.random.default_rng(config.seed)
         think = config.think_distribution()
 
         clock = MediaClock()
+        if exporter is not None:
+            exporter.follow_lateness(clock.lateness_so_far)
         clock.start()
         exit_code = EXIT_RUN_FAILED
         summary: dict[str, Any] = {}
@@ -167,7 +177,7 @@ class Swarm:
                 end = start + config.duration
                 display = ProgressDisplay(progress, enabled=self._show_progress)
                 nursery.start_soon(display.run)
-                nursery.start_soon(_flush_periodically, capture)
+                nursery.start_soon(_flush_periodically, capture, clock, progress)
                 async with trio.open_nursery() as session_nursery:
                     for index in range(sessions):
                         guild_id, channel_id = target.placements[
@@ -199,9 +209,13 @@ class Swarm:
                         session_nursery.start_soon(session.run)
                 display.stop()
                 nursery.cancel_scope.cancel()
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            if not _is_interrupt(exc):
+                raise
             interrupted = True
-            raise
+            # The nurseries deliver Ctrl-C wrapped in exception groups; callers (and
+            # trio.run's caller, the command) expect KeyboardInterrupt itself.
+            raise KeyboardInterrupt from exc
         finally:
             clock.stop()
             with trio.CancelScope(shield=True):
@@ -217,7 +231,7 @@ class Swarm:
                 if exporter is not None:
                     exporter.stop()
                 if self._show_progress:
-                    display.print_summary(summary, capture.path)
+                    display.print_summary(summary, capture.path, verdicts)
         return SwarmResult(
             summary=summary,
             verdicts=tuple(verdicts),
@@ -241,7 +255,18 @@ class Swarm:
         return summary, verdicts, EXIT_OK
 
 
-async def _flush_periodically(capture: CaptureWriter) -> None:
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(KeyboardInterrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
+
+
+async def _flush_periodically(
+    capture: CaptureWriter, clock: MediaClock, progress: ProgressState
+) -> None:
     while True:
         await trio.sleep(1.0)
         capture.maybe_flush(time.perf_counter_ns())
+        lateness = clock.lateness_so_far()
+        if lateness.total:
+            progress.send_lateness_p99_ms = lateness.percentile_ms(99)

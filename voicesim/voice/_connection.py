@@ -10,7 +10,9 @@ What happens when the gateway goes away follows the close code
 (:func:`voicesim.protocol.close_action`): a dropped socket or 4015 resumes the same
 session (op 7) and keeps the UDP socket; 4006 and 4009 need fresh credentials, so the
 connection asks its ``rejoin`` callback for them and starts over; 4014, 4021, 4022 and
-the authentication failures end it with :class:`VoiceConnectionClosed`.
+the authentication failures end it with :class:`VoiceConnectionClosed`. Attempts that
+cannot reach the gateway at all are retried after the waits in ``RETRY_DELAYS`` and
+then given up.
 
 DAVE (end-to-end encryption) is on when ``max_dave_protocol_version`` is above 0 and
 the Session Description picks a version above 0. The MLS side lives in
@@ -138,13 +140,22 @@ class Speech:
         self.playback.cancel()
 
 
-class _Reconnect(Exception):
-    """Internal: the WebSocket closed and the code says how to go on."""
+#: Waits before the 1st, 2nd, ... retry after attempts that never reached the voice
+#: gateway; once they are used up the connection gives up.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
-    def __init__(self, code: int, reason: str) -> None:
+
+class _Reconnect(Exception):
+    """Internal: the WebSocket closed and the code says how to go on.
+
+    ``reached`` is false when the attempt never got a WebSocket to the gateway.
+    """
+
+    def __init__(self, code: int, reason: str, *, reached: bool = True) -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
+        self.reached = reached
 
 
 class VoiceConnection:
@@ -271,14 +282,19 @@ class VoiceConnection:
         # Raised after the nursery has closed, so that callers catch the close
         # itself rather than a group that wraps it.
         final: VoiceConnectionClosed | None = None
+        # Attempts in a row that never reached the gateway. A drop of a working
+        # connection is retried at once, as Discord's clients do; a gateway that
+        # cannot be reached is retried after growing waits and then given up, so a
+        # vanished server costs neither a busy loop nor a session that never ends.
+        failures = 0
         try:
             async with trio.open_nursery() as nursery:
                 while True:
                     try:
                         await self._connect_once(nursery, resume=resume)
-                        code, reason = 1000, ""
+                        code, reason, reached = 1000, "", True
                     except _Reconnect as exc:
-                        code, reason = exc.code, exc.reason
+                        code, reason, reached = exc.code, exc.reason, exc.reached
 
                     if self._closing:
                         break
@@ -289,18 +305,27 @@ class VoiceConnection:
                         code,
                         action.name,
                     )
-                    if action is CloseAction.RESUME and self._cipher is not None:
+                    resuming = action is CloseAction.RESUME and self._cipher is not None
+                    rejoining = (
+                        action is CloseAction.RECONNECT and self._rejoin is not None
+                    )
+                    failures = 0 if reached else failures + 1
+                    if not (resuming or rejoining) or failures > len(RETRY_DELAYS):
+                        final = VoiceConnectionClosed(code, reason)
+                        break
+                    if failures:
+                        await trio.sleep(RETRY_DELAYS[failures - 1])
+                        if self._closing:
+                            break
+                    if resuming:
                         self.stats.resumes += 1
                         resume = True
                         continue
-                    if action is CloseAction.RECONNECT and self._rejoin is not None:
-                        self.stats.reconnects += 1
-                        self._reset_session()
-                        self.credentials = await self._rejoin()
-                        resume = False
-                        continue
-                    final = VoiceConnectionClosed(code, reason)
-                    break
+                    assert self._rejoin is not None
+                    self.stats.reconnects += 1
+                    self._reset_session()
+                    self.credentials = await self._rejoin()
+                    resume = False
                 nursery.cancel_scope.cancel()
         finally:
             self._reset_session()
@@ -340,9 +365,9 @@ class VoiceConnection:
                 raise _Reconnect(1006, "connection dropped") from None
             raise _Reconnect(reason.code, reason.reason or "") from None
         except trio_websocket.HandshakeError as exc:
-            raise _Reconnect(1006, f"handshake failed: {exc}") from None
+            raise _Reconnect(1006, f"handshake failed: {exc}", reached=False) from None
         except OSError as exc:
-            raise _Reconnect(1006, f"cannot connect: {exc}") from None
+            raise _Reconnect(1006, f"cannot connect: {exc}", reached=False) from None
 
     async def _serve(
         self,

@@ -202,6 +202,7 @@ SESSION_COLUMNS: tuple[Column, ...] = (
     Column("resumes", _I32, False, 0, "voice gateway sessions resumed after a drop"),
     Column("reconnects", _I32, False, 0, "voice connections made anew after a drop"),
     Column("decrypt_failures", _I64, False, 0, "agent packets whose transport encryption did not verify"),
+    Column("late_transcripts", _I32, False, 0, "agent transcripts that arrived after their turn had given up on them"),
     Column("dave_decrypt_failures", _I64, False, 0, "agent frames whose DAVE layer did not decrypt"),
     Column("dave_protocol_version", _I32, True, None, "DAVE version the voice server chose (0: transport encryption only)"),
     Column("dave_longest_gap_ms", _F64, True, None, "longest time a received stream had no decodable audio because of DAVE, in ms"),

@@ -16,6 +16,7 @@ WebSocket attempt (``_connect_once``) replaced, for the same reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,6 +59,8 @@ class Answer:
     delay: float
     frames: int
     transcript: bool = True
+    #: how long after speech end the transcript is posted
+    transcript_delay: float = 0.0
 
 
 @attrs.define(eq=False)
@@ -68,6 +71,8 @@ class Script:
     reply: tuple[bytes, ...]
     #: What the user says; the agent hears its speech end at its last voiced frame.
     utterance: Fixture
+    #: When given, the session's utterances in turn (``utterance`` otherwise).
+    fixtures: tuple[Fixture, ...] = ()
     messages: trio.MemorySendChannel[ChatMessage] | None = None
     speak_times: list[float] = attrs.Factory(list)
 
@@ -120,26 +125,24 @@ class FakeConnection:
         answers = self.script.answers
         answer = answers[self._turn] if self._turn < len(answers) else None
         self._turn += 1
+        said = next(
+            (f for f in self.script.fixtures if f.frames == tuple(frames)),
+            self.script.utterance,
+        )
         assert self._nursery is not None
-        self._nursery.start_soon(self._answer, speech, answer)
+        self._nursery.start_soon(self._answer, speech, answer, said)
         return speech
 
-    async def _answer(self, speech: FakeSpeech, answer: Answer | None) -> None:
+    async def _answer(
+        self, speech: FakeSpeech, answer: Answer | None, said: Fixture
+    ) -> None:
         # Everything is timed from the utterance's speech end, its last voiced frame.
-        end_ns = speech.intended_ns(self.script.utterance.last_voiced_frame)
+        end_ns = speech.intended_ns(said.last_voiced_frame)
         await trio.sleep_until(end_ns / 1e9)
         if answer is None:
             return
         if answer.transcript and self.script.messages is not None:
-            await self.script.messages.send(
-                ChatMessage(
-                    channel_id=self.credentials.channel_id,
-                    author_id=AGENT_ID,
-                    content=f"<@{USER_ID}> something",
-                    mention_ids=(USER_ID,),
-                    arrival_ns=virtual_ns(),
-                )
-            )
+            self._nursery.start_soon(self._post, said, answer.transcript_delay)  # type: ignore[union-attr]
         await trio.sleep_until((end_ns + round(answer.delay * 1e9)) / 1e9)
         reply = self.script.reply
         for seq in range(answer.frames):
@@ -155,6 +158,19 @@ class FakeConnection:
                 )
             )
             await trio.sleep(0.02)
+
+    async def _post(self, said: Fixture, delay: float) -> None:
+        await trio.sleep(delay)
+        assert self.script.messages is not None
+        await self.script.messages.send(
+            ChatMessage(
+                channel_id=self.credentials.channel_id,
+                author_id=AGENT_ID,
+                content=f"<@{USER_ID}> {said.transcript.lower()}",
+                mention_ids=(USER_ID,),
+                arrival_ns=virtual_ns(),
+            )
+        )
 
     async def stop_speaking(self) -> None:
         return None
@@ -244,6 +260,7 @@ async def run_session(
     turn_timeout: float = 5.0,
     join_timeout: float = 10.0,
     ready: bool = True,
+    cancel_after: float | None = None,
 ) -> TimedRecorder:
     """Run one real session against the fakes until it ends; return its records."""
 
@@ -261,7 +278,7 @@ async def run_session(
         guild_id=1,
         channel_id=2,
         agent_user_id=AGENT_ID,
-        fixtures=(script.utterance,),
+        fixtures=script.fixtures or (script.utterance,),
         start_at=start + 1.0,
         end_at=start + end_at,
         turn_timeout=turn_timeout,
@@ -276,7 +293,8 @@ async def run_session(
         think=think,
         now_ns=virtual_ns,
     )
-    await session.run()
+    with trio.move_on_after(cancel_after if cancel_after is not None else math.inf):
+        await session.run()
     return recorder
 
 
@@ -319,7 +337,7 @@ async def test_next_turn_starts_after_the_drawn_think_time(
         assert record["response_latency_ms"] == pytest.approx(400.0, abs=1e-3)
         # Ten frames: the answer lasts from frame 0 to frame 9.
         assert record["answer_duration_ms"] == pytest.approx(180.0, abs=1e-3)
-        assert record["transcript_text"] == "something"
+        assert record["transcript_text"] == utterance.transcript.lower()
     # No turn starts once the session's end has passed.
     assert script.speak_times[-1] < 20.0
     assert recorder.sessions[0]["turns"] == len(records)
@@ -368,6 +386,65 @@ async def test_turn_times_out_at_turn_timeout_after_speech_end(
         assert done_at - record["speech_end_ns"] / 1e9 == pytest.approx(3.0, abs=1e-6)
     # The second utterance starts after the first one's timeout plus think time.
     assert script.speak_times[1] - recorder.turns[0][0] == pytest.approx(0.5)
+
+
+async def test_turn_in_flight_when_the_run_ends_is_recorded_as_cancelled(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    utterance: Fixture,
+    reply: tuple[bytes, ...],
+) -> None:
+    """A run cancelled mid-turn still leaves that turn's row, and the session's."""
+    silent = Answer(delay=0.0, frames=0)
+    script = Script(answers=[silent], reply=reply, utterance=utterance)
+    recorder = await run_session(
+        monkeypatch,
+        script,
+        end_at=60.0,
+        think=lambda: 0.5,
+        turn_timeout=30.0,
+        cancel_after=6.0,
+    )
+
+    [record] = turn_records(recorder)
+    assert record["outcome"] == "cancelled"
+    assert record["reason"] == "the run ended during the turn"
+    assert record["response_latency_ms"] is None
+    [session] = recorder.sessions
+    assert session["outcome"] == "cancelled"
+
+
+async def test_transcript_after_its_turn_gave_up_is_late_not_the_next_turns(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    reply: tuple[bytes, ...],
+) -> None:
+    """A transcript posted after its turn timed out is not scored against the next."""
+    fixtures = load_fixtures()
+    first, second = fixtures.get("timer-twenty"), fixtures.get("green-tea")
+    # Turn 0: no audible answer, and its transcript comes 6 s after speech end,
+    # after the turn gave up (at 3 s) and after turn 1's speech ended, while turn 1
+    # still waits for its own transcript (1 s after its speech end).
+    slow = Answer(delay=0.0, frames=0, transcript_delay=6.0)
+    prompt = Answer(delay=0.5, frames=20, transcript_delay=1.0)
+    script = Script(
+        answers=[slow, prompt],
+        reply=reply,
+        utterance=first,
+        fixtures=(first, second),
+    )
+    recorder = await run_session(
+        monkeypatch, script, end_at=9.0, think=lambda: 0.2, turn_timeout=3.0
+    )
+
+    gave_up, answered = turn_records(recorder)
+    assert gave_up["outcome"] == "timeout"
+    assert gave_up["transcript_text"] is None
+    assert answered["outcome"] == "answered"
+    assert answered["transcript_text"] == second.transcript.lower()
+    assert answered["word_errors"] == 0
+    [session] = recorder.sessions
+    assert session["late_transcripts"] == 1
 
 
 async def test_answer_still_playing_at_turn_timeout_is_cut(

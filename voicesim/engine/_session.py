@@ -16,6 +16,7 @@ same time say different sentences and a transcript identifies its turn.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from voicesim.voice import (
     MediaClock,
     OutboundStream,
     ReceivedFrame,
+    Speech,
     VoiceConnection,
     VoiceCredentials,
 )
@@ -130,6 +132,11 @@ class VoiceSession:
         self._after_silence = True
         self._turn: _Turn | None = None
         self._pending_turns: list[_Turn] = []
+        # Turns recorded without a transcript, newest last: a transcript the agent
+        # posts after the turn gave up on it belongs to one of them, not to the
+        # turn being spoken now.
+        self._given_up: collections.deque[_Turn] = collections.deque(maxlen=4)
+        self.late_transcripts = 0
         self._streams: dict[int, OutboundStream] = {}
         self._first_frame_ns: int | None = None
         self._audio: list[np.ndarray] = []
@@ -203,6 +210,7 @@ class VoiceSession:
             "resumes": 0,
             "reconnects": 0,
             "decrypt_failures": 0,
+            "late_transcripts": 0,
             "dave_decrypt_failures": 0,
             "dave_protocol_version": None,
             "dave_longest_gap_ms": None,
@@ -217,7 +225,13 @@ class VoiceSession:
         try:
             await self._run(record)
             record["outcome"] = "completed"
-        except Exception as exc:
+        except BaseException as exc:
+            if _ended_by_the_run(exc):
+                record["outcome"] = "cancelled"
+                record["reason"] = "the run ended before the session did"
+                raise
+            if not isinstance(exc, Exception):
+                raise
             # One session's failure is a measurement, not the swarm's end: it is
             # recorded with its reason and the other sessions go on.
             error = _leaf_error(exc)
@@ -230,6 +244,7 @@ class VoiceSession:
                 log.error("session %s hit a bug", plan.index, exc_info=exc)
         finally:
             record["left_ns"] = self._now_ns()
+            record["late_transcripts"] = self.late_transcripts
             connection = self.connection
             if connection is not None:
                 stats = connection.stats
@@ -326,12 +341,35 @@ class VoiceSession:
             self._on_transcript(message)
 
     def _on_transcript(self, message: ChatMessage) -> None:
-        # The transcript belongs to the earliest turn still waiting for one whose
-        # speech ended before it arrived.
-        for turn in self._pending_turns:
-            if turn.transcript is None and turn.speech_end_ns <= message.arrival_ns:
-                turn.transcript = message
-                return
+        # A transcript is credited to a turn still waiting for one whose speech
+        # ended before it arrived: the earliest, unless its words plainly belong to
+        # another of them. Every utterance of a session is a different sentence, so
+        # a transcript that arrives after its turn timed out matches that turn far
+        # better than the next one, and is counted as late instead of being scored
+        # against the wrong sentence. One that matches nothing (the agent credited
+        # someone else's words to this user) goes to the earliest waiting turn,
+        # where its word errors show the misattribution.
+        waiting = [
+            turn
+            for turn in self._pending_turns
+            if turn.transcript is None and turn.speech_end_ns <= message.arrival_ns
+        ]
+        candidates = [*waiting, *self._given_up]
+        if not candidates:
+            return
+        text = _strip_mentions(message.content)
+
+        def error_rate(turn: _Turn) -> float:
+            errors, words = word_errors(turn.fixture.transcript, text)
+            return errors / max(words, 1)
+
+        # min() keeps the first of equals, so ties go to the earliest waiting turn.
+        best = min(candidates, key=error_rate)
+        if best in waiting:
+            best.transcript = message
+        else:
+            self._given_up.remove(best)
+            self.late_transcripts += 1
 
     async def _turns(self, connection: VoiceConnection) -> int:
         plan = self.plan
@@ -368,6 +406,36 @@ class VoiceSession:
         self._stats.reset()
         self._turn = turn
         self._pending_turns.append(turn)
+        try:
+            outcome, reason = await self._finish_turn(connection, speech, turn)
+        except BaseException as exc:
+            # A turn cut off by the session's failure, the end of the run or Ctrl-C
+            # still gets its row, with what was measured so far: a capture that
+            # silently lost the turns in flight would flatter the agent.
+            ended = _ended_by_the_run(exc)
+            error = _leaf_error(exc)
+            self._recorder.turn(
+                self._turn_record(
+                    turn,
+                    "cancelled" if ended else "error",
+                    "the run ended during the turn"
+                    if ended
+                    else f"{type(error).__name__}: {error}",
+                )
+            )
+            raise
+        finally:
+            self._turn = None
+            self._pending_turns.remove(turn)
+        if turn.transcript is None:
+            self._given_up.append(turn)
+        self._recorder.turn(self._turn_record(turn, outcome, reason))
+
+    async def _finish_turn(
+        self, connection: VoiceConnection, speech: Speech, turn: _Turn
+    ) -> tuple[str, str | None]:
+        """Wait out the utterance and the answer; return the outcome and why."""
+        plan = self.plan
         await speech.wait()
         await connection.stop_speaking()
         self._recorder.status(plan.index, "listening")
@@ -396,9 +464,7 @@ class VoiceSession:
                 while turn.transcript is None:
                     await trio.sleep(0.05)
 
-        self._turn = None
-        self._pending_turns.remove(turn)
-        self._recorder.turn(self._turn_record(turn, outcome, reason))
+        return outcome, reason
 
     def _turn_record(
         self, turn: _Turn, outcome: str, reason: str | None = None
@@ -449,6 +515,14 @@ class VoiceSession:
             "outcome": outcome,
             "reason": reason,
         }
+
+
+def _ended_by_the_run(exc: BaseException) -> bool:
+    """Whether ``exc`` is cancellation or Ctrl-C, bare or in nurseries' groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split((trio.Cancelled, KeyboardInterrupt))
+        return rest is None
+    return isinstance(exc, trio.Cancelled | KeyboardInterrupt)
 
 
 def _leaf_error(exc: BaseException) -> BaseException:

@@ -118,6 +118,8 @@ class Heard:
 
     arrival_ns: int
     audible: bool
+    seq: int = 0
+    rtp_timestamp: int = 0
 
 
 @attrs.define(eq=False)
@@ -141,7 +143,14 @@ class Speaker:
             audible = False
         else:
             audible = level_dbfs(self._decoder.decode(frame.payload)) > AUDIBLE_DBFS
-        self.heard.append(Heard(arrival_ns=frame.arrival_ns, audible=audible))
+        self.heard.append(
+            Heard(
+                arrival_ns=frame.arrival_ns,
+                audible=audible,
+                seq=frame.seq,
+                rtp_timestamp=frame.rtp_timestamp,
+            )
+        )
         if audible:
             self._heard_event.set()
 

@@ -170,7 +170,6 @@ class ReferenceAgent:
                                     clock,
                                     guild_id,
                                     channel_id,
-                                    True,
                                 )
                         task_status.started()
                 except BaseExceptionGroup as group:
@@ -195,8 +194,21 @@ class ReferenceAgent:
         clock: MediaClock,
         guild_id: int,
         channel_id: int,
-        configured: bool,
     ) -> None:
+        # Configured channels are joined before run() reports it has started.
+        stay = self._new_stay(core, control, bot, clock, guild_id, channel_id, True)
+        await nursery.start(self._hold, stay)
+
+    def _new_stay(
+        self,
+        core: AgentCore,
+        control: ControlPlane,
+        bot: Bot,
+        clock: MediaClock,
+        guild_id: int,
+        channel_id: int,
+        configured: bool,
+    ) -> _Stay:
         channel = ChannelAgent(
             core=core,
             control=control,
@@ -210,11 +222,7 @@ class ReferenceAgent:
         stay = _Stay(channel=channel, scope=trio.CancelScope(), configured=configured)
         self._stays[guild_id] = stay
         self._notify()
-        if configured:
-            # Configured channels are joined before run() reports it has started.
-            await nursery.start(self._hold, stay)
-        else:
-            nursery.start_soon(self._hold, stay)
+        return stay
 
     async def _hold(
         self,
@@ -277,17 +285,13 @@ class ReferenceAgent:
                     )
                     stay.scope.cancel()
             elif stay is None and channel_id is not None:
-                nursery.start_soon(
-                    self._start_stay,
-                    nursery,
-                    core,
-                    control,
-                    bot,
-                    clock,
-                    guild_id,
-                    channel_id,
-                    False,
+                # The stay is recorded before the next voice state is read: users
+                # joining together must not start a second join in the same guild,
+                # which discord.py refuses (one voice connection per guild).
+                stay = self._new_stay(
+                    core, control, bot, clock, guild_id, channel_id, False
                 )
+                nursery.start_soon(self._hold, stay)
 
     def _others_in(self, guild_id: int) -> bool:
         stay = self._stays.get(guild_id)

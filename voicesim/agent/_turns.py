@@ -13,6 +13,7 @@ from voicesim.agent._config import AgentConfig
 from voicesim.agent._listener import SpeechEnded
 from voicesim.agent._replies import Reply, ReplyChooser
 from voicesim.agent._timeline import TurnRecord
+from voicesim.media import FRAME_MS
 
 __all__ = [
     "PostTranscript",
@@ -70,13 +71,20 @@ class TurnDone:
 
 TurnAction = PostTranscript | StartReply | StopReply | TurnDone
 
+#: The five silence frames that end every talk spurt, a stopped reply's too.
+_SPURT_END_NS = 5 * FRAME_MS * 1_000_000
+#: A stop takes effect at the stream's next frame; its silence frames start after it.
+_STOP_DELAY_NS = 2 * FRAME_MS * 1_000_000
+
 
 @attrs.define
 class ReplyLane:
     """The agent's one outgoing stream on a voice connection.
 
     Replies on one connection cannot overlap (the agent has one voice), so speakers
-    sharing a channel share a lane and a reply due while another plays waits for it.
+    sharing a channel share a lane and a reply due while another plays waits for it,
+    and for the silence frames that end it: on the one stream, the next reply's
+    frames would otherwise interleave with them.
     """
 
     busy_until_ns: int = 0
@@ -84,7 +92,7 @@ class ReplyLane:
     def reserve(self, at_ns: int, duration_ns: int) -> int:
         """Book ``duration_ns`` from ``at_ns`` or when the lane frees; return the start."""
         start = max(at_ns, self.busy_until_ns)
-        self.busy_until_ns = start + duration_ns
+        self.busy_until_ns = start + duration_ns + _SPURT_END_NS
         return start
 
     def cut_short(self, booked_until_ns: int, stopped_ns: int) -> None:
@@ -92,7 +100,7 @@ class ReplyLane:
         # Only the latest booking can give its time back; an earlier one is followed
         # by replies already scheduled after it.
         if self.busy_until_ns == booked_until_ns:
-            self.busy_until_ns = max(stopped_ns, 0)
+            self.busy_until_ns = max(stopped_ns, 0) + _STOP_DELAY_NS + _SPURT_END_NS
 
 
 @attrs.define
@@ -108,13 +116,10 @@ class _Turn:
     think_ns: int | None = None
     reply: Reply | None = None
     reply_at_ns: int | None = None
+    booked_until_ns: int | None = None
     reply_first_frame_ns: int | None = None
     barge_in: bool = False
     stopped: bool = False
-
-    def booked_until_ns(self) -> int:
-        assert self.reply is not None and self.reply_at_ns is not None
-        return self.reply_at_ns + self.reply.duration_ns
 
     def reply_window(self) -> tuple[int, int] | None:
         # The reply plays from its first frame (or its scheduled start, until the
@@ -211,7 +216,8 @@ class TurnTaker:
             turn.barge_in = True
             if self.config.barge_in == "stop":
                 turn.stopped = True
-                self.lane.cut_short(turn.booked_until_ns(), last_voiced_ns)
+                assert turn.booked_until_ns is not None
+                self.lane.cut_short(turn.booked_until_ns, last_voiced_ns)
                 actions.append(
                     StopReply(
                         user_id=self.user_id, turn=turn.index, at_ns=last_voiced_ns
@@ -296,6 +302,7 @@ class TurnTaker:
         )
         turn.reply = reply
         turn.reply_at_ns = self.lane.reserve(at_ns, reply.duration_ns)
+        turn.booked_until_ns = self.lane.busy_until_ns
         # The utterance's frames were needed only to choose an echo reply.
         turn.frames = ()
         return StartReply(

@@ -46,12 +46,12 @@ from voicesim.protocol._voice_gateway import (
 EXAMPLES = 30
 FRAMES_PER_EXAMPLE = 2
 _DISCOVERY_PREFIX = b"\x00\x01\x00\x46"
-# Over trio-websocket's 1 MiB message limit.
+# Over both gateways' payload limits (4 KiB and 1 MiB), under the WebSocket
+# library's own.
 HUGE = (1 << 20) + 100
 # What the emulator may close an abusive connection with: the voice and main gateway
-# close codes for bad input, and 1009 for a frame over the size limit.
+# close codes for bad input (an oversized payload is a decode error, 4002).
 ALLOWED_CLOSES = {
-    1009,
     4001,
     4002,
     4003,

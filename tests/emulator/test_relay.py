@@ -133,6 +133,29 @@ async def test_audio_before_speaking_is_dropped_and_counted(emulator: Emulator) 
         assert [p.payload for p in bob.received] == frames[3:]
 
 
+async def test_audio_just_before_speaking_is_held_and_relayed_in_order(
+    emulator: Emulator,
+) -> None:
+    """Packets that beat their op 5 to the emulator are relayed once it lands, in order."""
+    info = emulator.info
+    frames = opus_test_frames(5)
+    async with members(info, AES, AES) as (alice, bob):
+        # @discordjs/voice sends op 5 and its first packet back to back; here the
+        # packets win the race on purpose.
+        for frame in frames[:2]:
+            await alice.send_frame(frame)
+        member = emulator.relay.members[alice.ssrc]
+        await until(lambda: len(member.held) == 2)
+
+        await alice.speak(1)
+        for frame in frames[2:]:
+            await alice.send_frame(frame)
+        assert await bob.wait_frames(alice.ssrc, 5) == frames
+        assert [p.seq for p in bob.received] == [1, 2, 3, 4, 5]
+        await until(lambda: emulator.counters.relayed_packets == 5)
+    assert emulator.counters.dropped_total == 0
+
+
 async def test_forged_and_broken_datagrams_are_dropped_and_counted(
     emulator: Emulator,
 ) -> None:

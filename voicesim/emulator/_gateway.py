@@ -47,6 +47,8 @@ log = logging.getLogger("voicesim.emulator.gateway")
 
 # Discord's send limit: 120 gateway events per connection per 60 s.
 _RATE_LIMIT = 120
+# Discord closes a connection whose payload is over 4096 bytes with 4002.
+MAX_PAYLOAD = 4096
 _RATE_PERIOD = 60.0
 _CHUNK_SIZE = 1000
 # Every intent bit Discord defines today: 0-16, the two auto-moderation bits (20, 21)
@@ -156,6 +158,9 @@ class _Connection:
                     self.close_code = exc.reason.code
                 return
             if self.link.closing:
+                continue
+            if len(message) > MAX_PAYLOAD:
+                self.fail(4002, "Error while decoding payload.")
                 continue
             now = trio.current_time()
             self._recent.append(now)

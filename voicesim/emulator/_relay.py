@@ -15,11 +15,17 @@ counted under a reason:
 ``unknown_ssrc``            no voice session owns the SSRC
 ``wrong_address``           the SSRC's discovery came from another address
 ``no_session``              the member has not selected a protocol (no key yet)
-``not_speaking``            the member has not sent op 5 Speaking yet
+``not_speaking``            the member sent no op 5 Speaking within a short hold
 ``auth_failed``             the AEAD tag did not verify
 ``discovery_unknown_ssrc``  discovery for an SSRC nobody owns
 ``discovery_conflict``      discovery for an SSRC already bound to another address
 ``send_blocked``/``send_failed``  the socket refused a forwarded packet
+
+A packet from a member that has a key but has not sent op 5 yet is held for a moment
+rather than dropped at once: @discordjs/voice sends op 5 over the WebSocket and its
+first packet over UDP back to back, and the two paths race here, so the packet can
+arrive first. Held packets are relayed when op 5 comes, in order, and are counted as
+``not_speaking`` drops if it does not come in time.
 
 The loop is written for throughput: a raw non-blocking socket drained after each
 ``wait_readable``, members found by SSRC in one dict, each member's cipher object made
@@ -56,6 +62,10 @@ _SSRC = struct.Struct(">I")
 _MIN_RTP = 12 + 16 + 4
 _DISCOVERY_PREFIX = b"\x00\x01\x00\x46"
 _SOCKET_BUFFER = 1 << 22
+# How long, and how many, packets sent before op 5 are held for it (see above). The
+# window covers the WebSocket path's lag behind UDP, not a client that never speaks.
+_HOLD_SECONDS = 0.5
+_HOLD_PACKETS = 50
 
 
 class RelayRoom:
@@ -71,7 +81,16 @@ class RelayRoom:
 class RelayMember:
     """One voice session as the relay sees it."""
 
-    __slots__ = ("address", "cipher", "nonce", "room", "speaking", "ssrc", "user_id")
+    __slots__ = (
+        "address",
+        "cipher",
+        "held",
+        "nonce",
+        "room",
+        "speaking",
+        "ssrc",
+        "user_id",
+    )
 
     def __init__(self, ssrc: int, user_id: int, room: RelayRoom) -> None:
         self.ssrc = ssrc
@@ -82,6 +101,8 @@ class RelayMember:
         # The relay's counter towards this member; discord.js starts at 1, and so do we.
         self.nonce = NonceCounter(1)
         self.speaking = False
+        # Packets that came before op 5, with the time until which they are kept.
+        self.held: list[tuple[float, bytes]] = []
 
 
 class Relay:
@@ -91,6 +112,7 @@ class Relay:
         self.counters = counters
         self.members: dict[int, RelayMember] = {}
         self._sock: socket.socket | None = None
+        self._holding: set[RelayMember] = set()
         self.ip = ""
         self.port = 0
 
@@ -103,6 +125,7 @@ class Relay:
         return member
 
     def remove(self, member: RelayMember) -> None:
+        self._drop_held(member)
         if self.members.get(member.ssrc) is member:
             del self.members[member.ssrc]
         if member in member.room.members:
@@ -133,7 +156,12 @@ class Relay:
         recvfrom = sock.recvfrom
         handle = self.handle
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            if self._holding:
+                with trio.move_on_at(min(m.held[0][0] for m in self._holding)):
+                    await trio.lowlevel.wait_readable(sock)
+                self._expire_held(trio.current_time())
+            else:
+                await trio.lowlevel.wait_readable(sock)
             for _ in range(_BATCH):
                 try:
                     data, address = recvfrom(_RECEIVE_SIZE)
@@ -194,7 +222,11 @@ class Relay:
             counters.dropped["no_session"] += 1
             return
         if not member.speaking:
-            counters.dropped["not_speaking"] += 1
+            if len(member.held) < _HOLD_PACKETS:
+                member.held.append((trio.current_time() + _HOLD_SECONDS, data))
+                self._holding.add(member)
+            else:
+                counters.dropped["not_speaking"] += 1
             return
         try:
             header, body = cipher.decrypt(data)
@@ -217,6 +249,32 @@ class Relay:
                 forwarded += 1
         counters.relayed_packets += 1
         counters.forwarded_packets += forwarded
+
+    # -- packets that came before op 5 --------------------------------------------------
+
+    def release(self, member: RelayMember) -> None:
+        """Relay what ``member`` sent before its op 5; call once it is speaking."""
+        held, member.held = member.held, []
+        self._holding.discard(member)
+        now = trio.current_time()
+        for deadline, data in held:
+            if deadline <= now or member.address is None:
+                self.counters.dropped["not_speaking"] += 1
+            else:
+                self._relay(data, member.address)
+
+    def _expire_held(self, now: float) -> None:
+        for member in list(self._holding):
+            kept = [(t, data) for t, data in member.held if t > now]
+            self.counters.dropped["not_speaking"] += len(member.held) - len(kept)
+            member.held = kept
+            if not kept:
+                self._holding.discard(member)
+
+    def _drop_held(self, member: RelayMember) -> None:
+        self.counters.dropped["not_speaking"] += len(member.held)
+        member.held = []
+        self._holding.discard(member)
 
     def _send(self, packet: bytes, address: tuple[str, int]) -> bool:
         sock = self._sock

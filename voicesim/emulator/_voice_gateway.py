@@ -55,6 +55,10 @@ __all__ = ["VoiceGateway"]
 
 log = logging.getLogger("voicesim.emulator.voice")
 
+# Binary MLS messages (a commit, a welcome for a full channel) run to tens of KiB;
+# anything past this is not a voice gateway message.
+MAX_PAYLOAD = 1 << 20
+
 _DAVE_CLIENT_MESSAGES = (
     DaveTransitionReady,
     DaveMlsKeyPackage,
@@ -167,6 +171,9 @@ class _VoiceConnection:
                     self.close_code = exc.reason.code
                 return
             if self.link.closing:
+                continue
+            if len(frame) > MAX_PAYLOAD:
+                self.fail(VoiceCloseCode.FAILED_TO_DECODE, "Failed to decode payload.")
                 continue
             try:
                 message, _ = decode_voice_message(frame, from_server=False)

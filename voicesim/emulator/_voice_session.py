@@ -243,6 +243,8 @@ class VoiceHub:
         )
         for other in session.room.others(session.user_id):
             other.send(message)
+        # The others hear of the SSRC first, then get what it sent before this op 5.
+        self.relay.release(session.member)
 
     def end(self, session: VoiceSession, code: int, reason: str) -> None:
         """End a session for good: close its socket, tell the others, free its SSRC."""

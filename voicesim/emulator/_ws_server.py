@@ -28,9 +28,11 @@ log = logging.getLogger("voicesim.emulator")
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
-# Discord's gateways accept payloads up to about 4 KiB from clients; the binary MLS
-# messages of the voice gateway are larger, so the limit is generous but bounded.
-_MAX_MESSAGE_SIZE = 1 << 20
+# The library's own limit only bounds memory: the gateways apply Discord's payload
+# limits themselves and close with their own codes, well below it. Past it the
+# library closes with 1009, and a peer that goes on sending after the server began
+# closing breaks the library's state machine (see above) and is cut off.
+_MAX_MESSAGE_SIZE = 4 << 20
 
 
 async def serve_websockets(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import yaml
 
 from voicesim._thresholds import parse_threshold
 from voicesim.analysis import _commands
@@ -150,7 +151,6 @@ def voicesim_commands(text: str) -> list[list[str]]:
 
 def test_workflow_is_valid_yaml() -> None:
     """The workflow parses as YAML, with jobs whose steps run or use something."""
-    yaml = pytest.importorskip("yaml")
     workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
 
     assert workflow["name"]

@@ -24,6 +24,7 @@ before: no DAVE check is made on any packet.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import socket
@@ -105,7 +106,9 @@ class ConnectionStats:
     ``dave_longest_gap_ns`` is the longest time any stream went without decodable
     audio because of DAVE failures (a key change, a member joining or leaving);
     ``dave_recoveries`` counts op 31 resets, after failed commits or too many
-    consecutive decrypt failures.
+    consecutive decrypt failures. ``dave_unnamed_dropped`` counts frames dropped
+    while their SSRC waited for the op 5 that names its sender (see
+    :data:`UNNAMED_HOLD_FRAMES`).
     """
 
     packets_received: int = 0
@@ -115,6 +118,7 @@ class ConnectionStats:
     dave_failures_by_ssrc: dict[int, int] = attrs.Factory(dict)
     dave_longest_gap_ns: int = 0
     dave_recoveries: int = 0
+    dave_unnamed_dropped: int = 0
     resumes: int = 0
     reconnects: int = 0
 
@@ -139,6 +143,14 @@ class Speech:
     def cancel(self) -> None:
         self.playback.cancel()
 
+
+#: Frames kept per stream, and streams kept, while DAVE waits for an op 5 to name a
+#: stream's sender. DAVE keys are per sender, so a frame from an SSRC no op 5 has
+#: named yet cannot be opened; voice servers send op 5 over the WebSocket and media
+#: over UDP, and a sender's first frames can overtake it. One second of audio covers
+#: that race; a stream never named is not kept beyond it.
+UNNAMED_HOLD_FRAMES = 50
+UNNAMED_HOLD_STREAMS = 16
 
 #: Waits before the 1st, 2nd, ... retry after attempts that never reached the voice
 #: gateway; once they are used up the connection gives up.
@@ -196,6 +208,7 @@ class VoiceConnection:
         self.stats = ConnectionStats()
         self.users_by_ssrc: dict[int, int] = {}
         self.connected_users: set[int] = set()
+        self._unnamed: dict[int, collections.deque[ReceivedFrame]] = {}
         self.ssrc = 0
         self.mode = ""
         self.dave_protocol_version = 0
@@ -439,6 +452,7 @@ class VoiceConnection:
                 elif isinstance(message, Speaking):
                     if message.user_id is not None:
                         self.users_by_ssrc[message.ssrc] = int(message.user_id)
+                        self._release_unnamed(message.ssrc, int(message.user_id))
                 elif isinstance(message, ClientsConnect):
                     self.connected_users.update(int(u) for u in message.user_ids)
                 elif isinstance(message, ClientDisconnect):
@@ -547,6 +561,26 @@ class VoiceConnection:
     def _stop_dave(self) -> None:
         self._dave = None
         self._on_frame = self._frame_sink
+        self._unnamed.clear()
+
+    def _hold_unnamed(self, frame: ReceivedFrame) -> None:
+        held = self._unnamed.get(frame.ssrc)
+        if held is None:
+            if len(self._unnamed) >= UNNAMED_HOLD_STREAMS:
+                self.stats.dave_unnamed_dropped += 1
+                return
+            held = self._unnamed[frame.ssrc] = collections.deque(
+                maxlen=UNNAMED_HOLD_FRAMES
+            )
+        if len(held) == UNNAMED_HOLD_FRAMES:
+            self.stats.dave_unnamed_dropped += 1
+        held.append(frame)
+
+    def _release_unnamed(self, ssrc: int, user_id: int) -> None:
+        held = self._unnamed.pop(ssrc, None)
+        if held is not None:
+            for frame in held:
+                self._on_frame(attrs.evolve(frame, user_id=user_id))
 
     async def _send_dave(self, messages: list[DaveToServer]) -> None:
         for message in messages:
@@ -556,6 +590,9 @@ class VoiceConnection:
         dave = self._dave
         if dave is None:
             self._frame_sink(frame)
+            return
+        if frame.user_id is None:
+            self._hold_unnamed(frame)
             return
         if self._on_dave_payload is not None:
             self._on_dave_payload(frame.ssrc, frame.payload)

@@ -443,3 +443,25 @@ def test_clock_thread_sends_real_datagrams_on_loopback() -> None:
         assert payloads == frames(3)
         assert stream.frames_sent == 3
         assert stream.lateness.total == 3
+
+
+def test_clock_thread_asks_for_raised_priority_and_says_whether_it_got_it() -> None:
+    """The running thread's nice value is -10 when the process may raise it."""
+    import os
+    import time
+
+    clock = MediaClock()
+    clock.start()
+    try:
+        deadline = time.monotonic() + 5
+        while clock.priority_raised is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        thread = clock._thread
+        assert thread is not None and thread.native_id is not None
+        nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        if clock.priority_raised:
+            assert nice == -10
+        else:
+            assert nice == os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        clock.stop()

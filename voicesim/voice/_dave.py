@@ -43,6 +43,7 @@ import attrs
 import davey
 
 from voicesim.protocol import (
+    DAVE_MAGIC,
     PROPOSALS_APPEND,
     DaveExecuteTransition,
     DaveMlsAnnounceCommitTransition,
@@ -395,9 +396,15 @@ class DaveClient:
             stream = self.streams[ssrc] = DaveStreamStats()
         if payload == _SILENCE:
             return payload
-        encrypted = has_dave_trailer(payload)
+        # Once the group is ready davey checks the whole trailer as it decrypts, so
+        # the magic bytes are all this side needs to look at; the Python parse of
+        # the trailer would cost more than davey's decryption itself. Only a frame
+        # that might be let through in the clear is parsed here.
+        encrypted = payload[-2:] == DAVE_MAGIC
         with self._lock:
             ready = self.protocol_version > 0 and self._session.ready
+            if not ready:
+                encrypted = encrypted and has_dave_trailer(payload)
             if not ready and not encrypted:
                 # No group yet (or re-initialising): everyone sends in the clear.
                 opened: bytes | None = payload

@@ -146,6 +146,10 @@ def test_run_json_holds_verdicts_summary_and_exit_code(
     for key in ("voicesim_version", "started_at", "clock_anchor", "config", "host"):
         assert run[key], key
     assert [v.passed for v in capture.verdicts] == [True, False]
+    # What the generator's pacing thread was granted is on record beside its figures.
+    clock = run["summary"]["media_clock"]
+    assert clock["scheduling"] in {"realtime", "nice", "normal"}
+    assert clock["ticks_behind_max"] >= 0
 
 
 # -- loading, summary and plots ---------------------------------------------------------

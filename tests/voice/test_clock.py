@@ -445,8 +445,8 @@ def test_clock_thread_sends_real_datagrams_on_loopback() -> None:
         assert stream.lateness.total == 3
 
 
-def test_clock_thread_asks_for_raised_priority_and_says_whether_it_got_it() -> None:
-    """The running thread's nice value is -10 when the process may raise it."""
+def test_clock_thread_asks_for_raised_priority_and_says_what_it_got() -> None:
+    """The running thread's scheduling matches what the clock reports it got."""
     import os
     import time
 
@@ -454,14 +454,18 @@ def test_clock_thread_asks_for_raised_priority_and_says_whether_it_got_it() -> N
     clock.start()
     try:
         deadline = time.monotonic() + 5
-        while clock.priority_raised is None and time.monotonic() < deadline:
+        while clock.scheduling is None and time.monotonic() < deadline:
             time.sleep(0.01)
         thread = clock._thread
         assert thread is not None and thread.native_id is not None
+        policy = os.sched_getscheduler(thread.native_id)
         nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
-        if clock.priority_raised:
-            assert nice == -10
+        if clock.scheduling == "realtime":
+            assert policy == os.SCHED_FIFO
+        elif clock.scheduling == "nice":
+            assert policy == os.SCHED_OTHER and nice == -10
         else:
+            assert clock.scheduling == "normal"
             assert nice == os.getpriority(os.PRIO_PROCESS, 0)
     finally:
         clock.stop()

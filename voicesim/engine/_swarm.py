@@ -223,6 +223,12 @@ class Swarm:
                 summary, verdicts, exit_code = self._conclude(
                     capture, recorder, interrupted=interrupted
                 )
+                # How the generator itself fared, next to its send lateness: a run
+                # paced without raised priority on a busy machine is looser.
+                summary["media_clock"] = {
+                    "scheduling": clock.scheduling,
+                    "ticks_behind_max": clock.ticks_behind_max,
+                }
                 capture.close(
                     summary=summary,
                     thresholds=[v.to_dict() for v in verdicts],

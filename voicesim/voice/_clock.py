@@ -138,26 +138,40 @@ class Playback:
         self.cancelled = True
 
 
-#: The clock thread's nice value when the process may raise it.
+#: The clock thread's real-time priority (SCHED_FIFO), kept low among real-time
+#: threads, and the nice value used where real-time scheduling is refused.
+_CLOCK_RT_PRIORITY = 5
 _CLOCK_NICE = -10
 
 
-def _raise_thread_priority() -> bool:
-    """Ask the scheduler to run the calling thread ahead of ordinary work.
+def _raise_thread_priority() -> str:
+    """Ask the scheduler to run the calling thread first; return what was granted.
 
     Pacing is the generator's first duty. On a small machine the target (the
     embedded emulator and agent) and the generator's own trio thread compete with the
     clock for the cores, and a clock thread that wakes on time but waits for a core
-    sends late: measured with ``benchmarks/swarm_capacity.py`` at 750 sessions on 2
-    cores, p99 lateness was 3.5 to 4.3 ms at normal priority and 1.5 to 3.5 ms at
-    nice -10. Raising priority needs CAP_SYS_NICE (root, or a container granted it);
-    without it the thread keeps its priority and its lateness figures show the cost.
+    sends late. Measured with ``benchmarks/swarm_capacity.py`` at 750 sessions on 2
+    cores, side by side: p99 lateness 2.7 to 5.5 ms at nice -10 (and 3.5 to 4.3 ms at
+    normal priority), 1.5 to 1.9 ms under SCHED_FIFO. A real-time thread that never
+    slept could starve a core, but this one sleeps every millisecond unless it is
+    behind, and the kernel's real-time throttling caps it in any case.
+
+    Returns ``"realtime"``, ``"nice"`` or ``"normal"``. Both raises need
+    CAP_SYS_NICE (root, or a container granted it); without it the thread keeps its
+    priority and its lateness figures show the cost.
     """
+    thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _CLOCK_NICE)
+        os.sched_setscheduler(thread, os.SCHED_FIFO, os.sched_param(_CLOCK_RT_PRIORITY))
+    except (OSError, AttributeError):
+        pass
+    else:
+        return "realtime"
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, _CLOCK_NICE)
     except OSError:
-        return False
-    return True
+        return "normal"
+    return "nice"
 
 
 class MediaClock:
@@ -187,9 +201,9 @@ class MediaClock:
         self._stop = threading.Event()
         self._streams: list[OutboundStream] = []
         self.ticks_behind_max = 0
-        #: Whether the thread runs at raised scheduling priority (see
-        #: :func:`_raise_thread_priority`); None until it has started.
-        self.priority_raised: bool | None = None
+        #: How the thread is scheduled: ``"realtime"``, ``"nice"`` or ``"normal"``
+        #: (see :func:`_raise_thread_priority`); None until it has started.
+        self.scheduling: str | None = None
 
     @property
     def epoch_ns(self) -> int:
@@ -267,7 +281,7 @@ class MediaClock:
         self._thread.start()
 
     def _run_thread(self) -> None:
-        self.priority_raised = _raise_thread_priority()
+        self.scheduling = _raise_thread_priority()
         self.run()
 
     def stop(self) -> None:

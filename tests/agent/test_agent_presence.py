@@ -119,3 +119,36 @@ async def test_users_joining_together_get_one_agent_connection_in_their_guild() 
             if p.t == "VOICE_STATE_UPDATE" and p.d["user_id"] == agent_id
         ]
         assert agent_states == [str(channel_id), None]
+
+
+async def test_user_arriving_while_the_agent_leaves_brings_it_back() -> None:
+    """A join seen while the agent is still leaving the emptied channel is followed."""
+    config = AgentConfig(stt="none")
+    async with (
+        running_agent(config, sessions=2, per_channel=2, join_all=False) as world,
+        GatewayPeer.connect(world.info, "user-1") as first,
+        GatewayPeer.connect(world.info, "user-2") as second,
+    ):
+        guild_id, channel_id = world.place(0)
+        await first.send(
+            UpdateVoiceState(guild_id=guild_id, channel_id=channel_id).to_payload()
+        )
+        await _until(lambda: world.agent.channels == {guild_id: channel_id})
+
+        # The only user leaves and another arrives straight after, before the
+        # agent has finished leaving.
+        await first.send(
+            UpdateVoiceState(guild_id=guild_id, channel_id=None).to_payload()
+        )
+        await second.send(
+            UpdateVoiceState(guild_id=guild_id, channel_id=channel_id).to_payload()
+        )
+
+        agent_id = str(world.info.agent_user_id)
+        await second.wait_for(
+            "VOICE_STATE_UPDATE",
+            lambda d: d["user_id"] == agent_id and d["channel_id"] is None,
+        )
+        await _until(lambda: _agent_channel(world, guild_id) == channel_id)
+        await _until(lambda: _agent_voice_sessions(world) == [guild_id])
+        assert world.agent.channels == {guild_id: channel_id}

@@ -10,10 +10,11 @@ such a channel again once nobody else is in it.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -33,6 +34,8 @@ logger = logging.getLogger("voicesim.agent")
 
 #: Bound on leaving every channel at shutdown; the channels leave in parallel.
 LEAVE_TIMEOUT_S = 5.0
+#: Wait before following users again after a stay that ended on its own.
+REJOIN_DELAY_S = 1.0
 
 
 class _FromTarget(enum.Enum):
@@ -97,6 +100,10 @@ class ReferenceAgent:
         self._voice_members: dict[int, dict[int, int]] = {}
         self._bot: Bot | None = None
         self._changed = trio.Event()
+        # Starts a stay that follows users into a channel; set while voice states
+        # are being followed.
+        self._follow: Callable[[int, int], None] | None = None
+        self._stay_nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         return f"<ReferenceAgent channels={self.channels!r}>"
@@ -248,6 +255,29 @@ class ReferenceAgent:
             if self._stays.get(channel.guild_id) is stay:
                 del self._stays[channel.guild_id]
                 self._notify()
+                if not stay.configured and self._follow is not None:
+                    # Users may have come in while the agent was leaving, or the
+                    # connection may have ended under users still there: follow them
+                    # again. A stay that ended on its own (not an emptied channel)
+                    # waits first, so a channel that keeps refusing the agent is not
+                    # retried in a tight loop.
+                    delay = 0.0 if stay.scope.cancel_called else REJOIN_DELAY_S
+                    self._nursery_for_stays().start_soon(
+                        self._rejoin_later, channel.guild_id, delay
+                    )
+
+    def _nursery_for_stays(self) -> trio.Nursery:
+        assert self._stay_nursery is not None
+        return self._stay_nursery
+
+    async def _rejoin_later(self, guild_id: int, delay: float) -> None:
+        await trio.sleep(delay)
+        members = self._voice_members.get(guild_id, {})
+        if guild_id in self._stays or not members or self._follow is None:
+            return
+        # Where most of the guild's users are.
+        channel_id = collections.Counter(members.values()).most_common(1)[0][0]
+        self._follow(guild_id, channel_id)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -263,6 +293,17 @@ class ReferenceAgent:
         bot: Bot,
         clock: MediaClock,
     ) -> None:
+        def follow(guild_id: int, channel_id: int) -> None:
+            # The stay is recorded before the next voice state is read: users
+            # joining together must not start a second join in the same guild,
+            # which discord.py refuses (one voice connection per guild).
+            stay = self._new_stay(
+                core, control, bot, clock, guild_id, channel_id, False
+            )
+            nursery.start_soon(self._hold, stay)
+
+        self._stay_nursery = nursery
+        self._follow = follow
         async for data in bot.voice_states:
             update = _parse_voice_state(data)
             if update is None or update[1] == bot.user_id:
@@ -285,13 +326,7 @@ class ReferenceAgent:
                     )
                     stay.scope.cancel()
             elif stay is None and channel_id is not None:
-                # The stay is recorded before the next voice state is read: users
-                # joining together must not start a second join in the same guild,
-                # which discord.py refuses (one voice connection per guild).
-                stay = self._new_stay(
-                    core, control, bot, clock, guild_id, channel_id, False
-                )
-                nursery.start_soon(self._hold, stay)
+                follow(guild_id, channel_id)
 
     def _others_in(self, guild_id: int) -> bool:
         stay = self._stays.get(guild_id)

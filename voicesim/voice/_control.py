@@ -425,6 +425,11 @@ class _VoiceBridge(discord.VoiceProtocol):
     async def on_voice_state_update(self, data: Any, /) -> None:
         channel_id = data.get("channel_id")
         if channel_id is None:
+            if not self._connected:
+                # The echo of the leave that came just before this join (a bot that
+                # leaves and rejoins a guild at once): it is about the old
+                # connection, and ending this one for it would drop the join.
+                return
             if self.forward is not None:
                 self.forward(None)
             self.cleanup()

@@ -156,6 +156,35 @@ def test_playback_scheduled_mid_period_starts_at_the_slot_next_period_after_lead
     assert playback.t0_ns - FRAME_NS < time.ns + 2 * TICK_NS
 
 
+def test_playback_with_a_start_time_begins_on_its_millisecond_and_moves_the_stream() -> (
+    None
+):
+    """``start_ns`` starts frame 0 on the first millisecond at or after it."""
+    clock, time = make_clock()
+    sock = FakeSocket(time)
+    stream = clock.open_stream(sock, TransportCipher(AES, KEY), 9, slot=0)
+
+    start = clock.epoch_ns + 57 * TICK_NS + 300_000  # inside millisecond 57
+    playback = clock.play(stream, frames(2), start_ns=start)
+    assert playback.t0_ns == clock.epoch_ns + 58 * TICK_NS
+    assert playback.slot == stream.slot == 58 % 20
+
+    drive(clock, time, 100)
+    assert [t for t, _ in sock.sent] == [playback.intended_ns(n) for n in range(2)]
+    # The next talk spurt keeps the new cadence.
+    later = clock.play(stream, frames(1))
+    assert (later.t0_ns - clock.epoch_ns) // TICK_NS % 20 == 18
+
+
+def test_start_time_already_past_is_kept_to_the_clocks_lead() -> None:
+    """A start time in the past begins as soon as the lead allows, never earlier."""
+    clock, time = make_clock(lead_ns=2 * TICK_NS)
+    stream = clock.open_stream(FakeSocket(time), TransportCipher(AES, KEY), 9)
+    time.ns = clock.epoch_ns + 40 * TICK_NS
+    playback = clock.play(stream, frames(1), start_ns=clock.epoch_ns)
+    assert playback.t0_ns == clock.epoch_ns + 42 * TICK_NS
+
+
 def test_playback_never_starts_before_its_t0() -> None:
     """A playback scheduled mid-period sends nothing until its first intended time."""
     clock, time = make_clock()

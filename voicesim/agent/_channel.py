@@ -23,19 +23,16 @@ from voicesim.voice import (
     Bot,
     ControlPlane,
     MediaClock,
-    OutboundStream,
     ReceivedFrame,
     Speech,
     VoiceConnection,
     VoiceCredentials,
 )
 
-__all__ = ["ChannelAgent", "ChannelStats", "aim_stream", "sole_error"]
+__all__ = ["ChannelAgent", "ChannelStats", "sole_error"]
 
 logger = logging.getLogger("voicesim.agent")
 
-_TICK_NS = 1_000_000
-_SLOTS = 20
 #: How long before its start a reply goes to the media clock. The clock needs two
 #: ticks of lead and trio wakes up to a millisecond late; more than one frame (20 ms)
 #: would let the clock start it a frame early.
@@ -368,9 +365,10 @@ class ChannelAgent:
             pipeline.reply_ended(action.turn, self._core.clock_ns())
             return
 
-        self._aim(connection, action.at_ns)
         try:
-            speech = await connection.speak(action.frames)
+            # Replies start when they are due, as a person's talk spurt does, not
+            # at the stream's next slot: calibration mode relies on it.
+            speech = await connection.speak(action.frames, start_ns=action.at_ns)
         except VoiceSimError as exc:
             logger.warning("user %s turn %d: reply not sent: %s", *key, exc)
             pipeline.reply_ended(action.turn, self._core.clock_ns())
@@ -397,27 +395,6 @@ class ChannelAgent:
             await tail.wait()
         if not self._speeches:
             await connection.stop_speaking()
-
-    def _aim(self, connection: VoiceConnection, at_ns: int) -> None:
-        stream = connection.outbound
-        if stream is not None:
-            aim_stream(stream, self._clock.epoch_ns, at_ns)
-
-
-# The media clock pins each stream to one 1 ms slot of its 20 ms wheel and starts a
-# playback at the stream's next slot, which would start a reply up to 19 ms after
-# the time the turn-taker chose. The agent's one stream starts talk spurts at
-# arbitrary times, as a person does, so before each reply its slot is moved to the
-# millisecond the reply is due; the first frame then leaves within a millisecond of
-# its time, which calibration mode relies on.
-# XXX: this writes the clock's stream state from trio. It is safe because replies on
-# a connection never overlap (the lane), so no playback of this stream is waiting to
-# be placed on the wheel when the slot changes; a media clock that took a start time
-# would make it unnecessary.
-def aim_stream(stream: OutboundStream, epoch_ns: int, at_ns: int) -> None:
-    """Pin ``stream`` to the wheel slot of the first millisecond at or after ``at_ns``."""
-    offset_ms = -(-(at_ns - epoch_ns) // _TICK_NS)
-    stream.slot = offset_ms % _SLOTS
 
 
 def sole_error(group: BaseExceptionGroup[BaseException]) -> VoiceSimError | None:

@@ -112,6 +112,8 @@ class Playback:
     frames: Sequence[bytes]
     t0_ns: int
     on_done: Callable[[Playback], None] | None = None
+    #: The wheel slot the playback is sent from, fixed when it is scheduled.
+    slot: int = 0
     index: int = 0
     cancelled: bool = False
     finished: bool = False
@@ -257,18 +259,38 @@ class MediaClock:
         frames: Sequence[bytes],
         *,
         on_done: Callable[[Playback], None] | None = None,
+        start_ns: int | None = None,
     ) -> Playback:
         """Schedule ``frames`` on ``stream``; thread-safe.
 
         The first frame's intended time is the stream's next slot at least
         ``lead_ns`` from now, so scheduling never starts late by construction.
+
+        With ``start_ns`` it is instead the first millisecond at or after
+        ``start_ns`` (and at least ``lead_ns`` from now), and the stream moves to
+        that slot, so its later playbacks keep the new cadence. A person starts a
+        talk spurt whenever they like; an agent's reply due at a chosen time uses
+        this rather than waiting up to 19 ms for its stream's slot.
         """
         earliest = self._now() + self._lead_ns
-        offset = stream.slot * TICK_NS
-        periods = -(-(earliest - self._epoch_ns - offset) // FRAME_NS)
-        t0 = self._epoch_ns + offset + max(periods, 0) * FRAME_NS
-        playback = Playback(stream=stream, frames=frames, t0_ns=t0, on_done=on_done)
         with self._lock:
+            if start_ns is None:
+                offset = stream.slot * TICK_NS
+                periods = -(-(earliest - self._epoch_ns - offset) // FRAME_NS)
+                t0 = self._epoch_ns + offset + max(periods, 0) * FRAME_NS
+            else:
+                ticks = -(-(max(start_ns, earliest) - self._epoch_ns) // TICK_NS)
+                t0 = self._epoch_ns + ticks * TICK_NS
+                stream.slot = ticks % SLOTS
+            # The clock thread places the playback by its own slot, never reading
+            # the stream's, which only this method changes.
+            playback = Playback(
+                stream=stream,
+                frames=frames,
+                t0_ns=t0,
+                on_done=on_done,
+                slot=stream.slot,
+            )
             self._pending.append(playback)
         return playback
 
@@ -310,7 +332,7 @@ class MediaClock:
                 pending, self._pending = self._pending, []
             wheel = self._wheel
             for playback in pending:
-                wheel[playback.stream.slot].append(playback)
+                wheel[playback.slot].append(playback)
 
         slot = self._wheel[self._tick % SLOTS]
         self._tick += 1

@@ -235,11 +235,15 @@ class VoiceConnection:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def speak(self, frames: Sequence[bytes]) -> Speech:
+    async def speak(
+        self, frames: Sequence[bytes], *, start_ns: int | None = None
+    ) -> Speech:
         """Send ``frames`` then five silence frames, flagged as speaking.
 
         Returns at once with the intended time of the first frame fixed; await
-        :meth:`Speech.wait` for the end, then :meth:`stop_speaking`.
+        :meth:`Speech.wait` for the end, then :meth:`stop_speaking`. ``start_ns``
+        asks for the first frame at that time (see :meth:`MediaClock.play`) instead
+        of at the stream's next slot.
         """
         if self._stream is None:
             raise TransportError("the voice connection is not ready to send")
@@ -252,7 +256,10 @@ class VoiceConnection:
                 token.run_sync_soon(done.set)
 
         playback = self._clock.play(
-            self._stream, (*frames, *_SILENCE_TAIL), on_done=finished
+            self._stream,
+            (*frames, *_SILENCE_TAIL),
+            on_done=finished,
+            start_ns=start_ns,
         )
         return Speech(playback=playback, done=done)
 
